@@ -1,0 +1,370 @@
+"""The stage engine: content-addressed stage outputs, manifests, completion markers, status with reasons.
+
+A stage's key = sha256 of (its resolved params, the keys of its upstream stages, the code version of its modules).
+Its output lives in `artifacts/<competition>/<stage>/<readable-params>-<key8>/` with `manifest.json` and, written
+last, the completion marker `.done`. A stage whose key has a complete directory is fresh: running it is a no-op.
+A directory without the marker is an interrupted run: resumable stages (train) continue in it, others start over.
+"""
+from __future__ import annotations
+
+import ast
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from pipeline.errors import AsrpipeError
+from pipeline.tasks.profiles import Profile
+
+DONE = ".done"
+MANIFEST = "manifest.json"
+console = Console(highlight=False)
+
+
+class EngineError(AsrpipeError, RuntimeError):
+    """A pipeline that cannot proceed; the message is one actionable line."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    upstream: tuple[str, ...]
+    code: tuple[str, ...]                               # modules/packages whose source is the stage's code version
+    params: Callable[[Profile, dict], dict]             # (profile, resolved recipe) -> params that define the output
+    label: Callable[[dict], str]                        # params -> readable directory prefix, e.g. "beam20-asrpipe"
+    run: Callable[["StageRun"], dict]                   # writes into run.out, returns metrics for the manifest
+    resumable: bool = False
+
+
+@dataclass
+class Artifact:
+    stage: str
+    key: str
+    dir: Path
+
+    @property
+    def complete(self) -> bool:
+        return (self.dir / DONE).exists()
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.dir / MANIFEST).read_text())
+
+
+@dataclass
+class StageRun:
+    """What a stage's run() receives."""
+    stage: Stage
+    profile: Profile
+    params: dict
+    out: Path
+    inputs: dict[str, Artifact]
+    options: dict[str, Any]            # runtime options that do not change the output (workers, wandb mode, nproc)
+    artifacts_root: Path
+    submissions_root: Path
+    command: str
+    pipeline_artifacts: dict[str, Artifact] = field(default_factory=dict)  # every stage of the pipeline, by name
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {name: artifact.key for name, artifact in self.pipeline_artifacts.items()}
+
+    def log(self, message: str) -> None:
+        console.print(f"      {message}")
+
+
+# ---- keys and code versions ----------------------------------------------------------------------------------
+
+_code_cache: dict[str, str] = {}
+
+
+def code_version(module: str) -> str:
+    """Hash of a module's (or package's) syntax tree, so comments and formatting do not invalidate outputs."""
+    if module not in _code_cache:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise EngineError(f"stage code module {module!r} not found")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(origin.parent)).encode())
+            digest.update(ast.dump(ast.parse(path.read_text())).encode())
+        _code_cache[module] = digest.hexdigest()[:16]
+    return _code_cache[module]
+
+
+def stage_key(name: str, params: dict, upstream: dict[str, str], code: dict[str, str]) -> str:
+    blob = json.dumps({"stage": name, "params": params, "upstream": upstream, "code": code}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def git_sha() -> str | None:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- planning ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Planned:
+    stage: Stage
+    params: dict
+    upstream: dict[str, str]
+    code: dict[str, str]
+    key: str
+    dir: Path
+
+    @property
+    def artifact(self) -> Artifact:
+        return Artifact(self.stage.name, self.key, self.dir)
+
+
+@dataclass
+class StatusLine:
+    stage: str
+    state: str          # fresh | stale | missing | incomplete
+    reason: str
+    dir: Path
+
+
+class Pipeline:
+    def __init__(self, profile: Profile, recipe: dict, stages: list[Stage], *, artifacts_root: Path,
+                 submissions_root: Path, options: dict | None = None, config_name: str = "",
+                 overrides: tuple[str, ...] = ()):
+        self.profile, self.recipe, self.stages = profile, recipe, stages
+        self.artifacts_root, self.submissions_root = Path(artifacts_root), Path(submissions_root)
+        self.options = options or {}
+        self.config_name, self.overrides = config_name, tuple(overrides)
+        self.plan = self._plan()
+
+    def _plan(self) -> dict[str, Planned]:
+        plan: dict[str, Planned] = {}
+        for stage in self.stages:
+            params = stage.params(self.profile, self.recipe)
+            upstream = {name: plan[name].key for name in stage.upstream}
+            code = {module: code_version(module) for module in stage.code}
+            key = stage_key(stage.name, params, upstream, code)
+            folder = self.artifacts_root / self.profile.name / stage.name / f"{stage.label(params)}-{key[:8]}"
+            plan[stage.name] = Planned(stage, params, upstream, code, key, folder)
+        return plan
+
+    def names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+    def select(self, start: str | None, stop: str | None, only: str | None) -> list[str]:
+        names = self.names()
+        for given in (start, stop, only):
+            if given is not None and given not in names:
+                raise EngineError(f"unknown stage {given!r} (stages: {', '.join(names)})")
+        if only:
+            return [only]
+        first = names.index(start) if start else 0
+        last = names.index(stop) if stop else len(names) - 1
+        if first > last:
+            raise EngineError(f"--from {start} comes after --to {stop}")
+        return names[first : last + 1]
+
+    # ---- status ---------------------------------------------------------------------------------------------
+    def status(self) -> list[StatusLine]:
+        lines: list[StatusLine] = []
+        states: dict[str, str] = {}
+        for name, planned in self.plan.items():
+            state, reason = self._state(planned, states)
+            states[name] = state
+            lines.append(StatusLine(name, state, reason, planned.dir))
+        return lines
+
+    def _state(self, planned: Planned, states: dict[str, str]) -> tuple[str, str]:
+        if planned.artifact.complete:
+            return "fresh", "output complete for the current inputs"
+        if planned.dir.exists():
+            how = "will resume" if planned.stage.resumable else "will restart"
+            return "incomplete", f"an interrupted run with these inputs ({how})"
+        previous = self._latest_complete(planned.stage.name)
+        not_fresh = [u for u in planned.stage.upstream if states.get(u) != "fresh"]
+        if previous is None:
+            reason = "never run" + (f"; upstream {', '.join(not_fresh)} not fresh" if not_fresh else "")
+            return "missing", reason
+        return "stale", self._why_changed(planned, previous, not_fresh)
+
+    def _latest_complete(self, stage: str) -> dict | None:
+        folder = self.artifacts_root / self.profile.name / stage
+        manifests = [d / MANIFEST for d in folder.glob("*") if (d / DONE).exists() and (d / MANIFEST).exists()]
+        if not manifests:
+            return None
+        return json.loads(max(manifests, key=lambda p: p.stat().st_mtime).read_text())
+
+    @staticmethod
+    def _why_changed(planned: Planned, previous: dict, not_fresh: list[str]) -> str:
+        reasons = []
+        old_params = _flatten(previous.get("params", {}))
+        new_params = _flatten(planned.params)
+        for key in sorted(set(old_params) | set(new_params)):
+            if old_params.get(key, "∅") != new_params.get(key, "∅"):
+                reasons.append(f"param {key}: {old_params.get(key, '∅')} → {new_params.get(key, '∅')}")
+        for name, key in planned.upstream.items():
+            if previous.get("upstream", {}).get(name, {}).get("key") != key:
+                reasons.append(f"upstream {name} changed" + (" (not fresh)" if name in not_fresh else ""))
+        for module, version in planned.code.items():
+            if previous.get("code", {}).get(module) != version:
+                reasons.append(f"code of {module} changed")
+        return "; ".join(reasons) or "inputs differ from the last complete run"
+
+    # ---- running --------------------------------------------------------------------------------------------
+    def run(self, start: str | None = None, stop: str | None = None, only: str | None = None,
+            force: bool = False) -> dict[str, Artifact]:
+        selected = self.select(start, stop, only)
+        needed = {a for name in selected for a in self._ancestors(name)} - set(selected)
+        for name in self.names():
+            if name in needed and not self.plan[name].artifact.complete:
+                raise EngineError(
+                    f"stage {name} has no complete output for these inputs; run it first "
+                    f"(asrpipe run --task {self.profile.name} --to {name})")
+        done: dict[str, Artifact] = {}
+        for name in selected:
+            done[name] = self._run_stage(self.plan[name], force=force)
+        return done
+
+    def _ancestors(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.plan[name].stage.upstream)
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.plan[current].stage.upstream)
+        return seen
+
+    def rerun_command(self, stage: str) -> str:
+        parts = ["asrpipe", "run", "--task", self.profile.name, "--only", stage]
+        if self.config_name:
+            parts += ["--config", self.config_name]
+        for assignment in self.overrides:
+            parts += ["--set", assignment]
+        return shlex.join(parts)
+
+    def _run_stage(self, planned: Planned, force: bool) -> Artifact:
+        artifact = planned.artifact
+        shown = _display(planned.dir)
+        if artifact.complete and not force:
+            console.print(f"[green]fresh[/]  {planned.stage.name:<9} {shown}")
+            return artifact
+        planned.dir.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(planned.dir.with_name(planned.dir.name + ".lock")):
+            if artifact.complete and not force:  # another process finished it while we waited
+                console.print(f"[green]fresh[/]  {planned.stage.name:<9} {shown}")
+                return artifact
+            if planned.dir.exists() and (force or not planned.stage.resumable):
+                shutil.rmtree(planned.dir)
+            resuming = planned.dir.exists()
+            planned.dir.mkdir(parents=True, exist_ok=True)
+            console.print(f"[yellow]{'resume' if resuming else 'run'}[/]    {planned.stage.name:<9} {shown}")
+            inputs = {name: self.plan[name].artifact for name in planned.stage.upstream}
+            everything = {name: p.artifact for name, p in self.plan.items()}
+            run = StageRun(planned.stage, self.profile, planned.params, planned.dir, inputs, self.options,
+                           self.artifacts_root, self.submissions_root, self.rerun_command(planned.stage.name),
+                           everything)
+            started = time.time()
+            metrics = planned.stage.run(run) or {}
+            seconds = time.time() - started
+            write_json_atomic(planned.dir / MANIFEST, self._manifest(planned, metrics, started, seconds))
+            (planned.dir / DONE).write_text(planned.key + "\n")
+        summary = ", ".join(f"{k}={_short(v)}" for k, v in list(metrics.items())[:4])
+        console.print(f"[green]done[/]   {planned.stage.name:<9} {seconds:.1f} s  {summary}")
+        return artifact
+
+    def _manifest(self, planned: Planned, metrics: dict, started: float, seconds: float) -> dict:
+        import sys
+
+        return {
+            "stage": planned.stage.name,
+            "competition": self.profile.name,
+            "key": planned.key,
+            "params": planned.params,
+            "upstream": {name: {"key": key, "dir": str(self.plan[name].dir)} for name, key in planned.upstream.items()},
+            "code": planned.code,
+            "metrics": metrics,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(seconds, 3),
+            "git_sha": git_sha(),
+            "command": self.rerun_command(planned.stage.name),
+            "invoked_as": shlex.join(["asrpipe", *sys.argv[1:]]),
+            "python": platform.python_version(),
+            "outputs": sorted(p.name for p in planned.dir.iterdir() if p.name not in (MANIFEST, DONE)),
+        }
+
+
+class _lock:
+    """An exclusive lock file so two processes never write the same stage directory at once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(f"      waiting for another asrpipe process working on {_display(self.path)}")
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()  # the file stays: unlinking it would let a waiting process lock a stale inode
+
+
+def _flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

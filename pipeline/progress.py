@@ -1,0 +1,18 @@
+"""One Rich progress style for every long loop (bar, count, rate, ETA)."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+
+
+def progress_bar(transient: bool = True) -> Progress:
+    return Progress(TextColumn("      {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), transient=transient)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    with progress_bar() as bar:
+        yield from bar.track(items, total=total, description=description)

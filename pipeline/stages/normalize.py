@@ -1,0 +1,97 @@
+"""normalize: Kaggle-layout partitions → validated feature stores (one memmapped float32 array per partition).
+
+method "cmvn": per-utterance cepstral mean/variance normalization (the starters' default);
+method "global": mean/std over all TRAIN frames, saved as `global_mvn.npz` (its sha256 in the metrics) and applied to
+every partition. Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.kaggle_layout import DataError, Partition, encode, feature_length, find_data_root, list_partition, \
+    read_features, read_transcript
+from pipeline.data.store import FeatureStore
+from pipeline.engine import Stage, StageRun, sha256_file
+from pipeline.progress import track
+from pipeline.tasks.profiles import Profile
+
+EPS = 1e-8
+LABEL_KIND = {"hw1p2": "frame", "hw3p2": "sequence", "hw4p2": "sequence"}
+STORE_NAMES = ("train", "dev", "test")
+
+
+def params(profile: Profile, recipe: dict) -> dict:
+    return {**recipe["normalize"], "dim": profile.feature_dim, "symbols": list(profile.symbols),
+            "label_kind": LABEL_KIND[profile.family]}
+
+
+def label(params: dict) -> str:
+    return params["method"]
+
+
+def cmvn(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(axis=0)) / (x.std(axis=0) + EPS)
+
+
+def global_stats(partition: Partition, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    total = np.zeros(dim, np.float64)
+    squares = np.zeros(dim, np.float64)
+    frames = 0
+    for path in track(partition.feature_files, "global MVN statistics (train)"):
+        x = read_features(path, dim).astype(np.float64)
+        total += x.sum(axis=0)
+        squares += (x * x).sum(axis=0)
+        frames += len(x)
+    mean = total / frames
+    std = np.sqrt(np.maximum(squares / frames - mean * mean, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def labels_for(partition: Partition, profile: Profile, lengths: list[int], kind: str):
+    index = {symbol: i for i, symbol in enumerate(profile.symbols)}
+    for path, frames in zip(partition.transcript_files, lengths):
+        tokens = read_transcript(path, profile.markers)
+        if kind == "frame" and len(tokens) != frames:
+            raise DataError(f"{path}: {len(tokens)} frame labels for {frames} frames (expected one per frame)")
+        yield encode(tokens, index, path)
+
+
+def write_store(partition: Partition, store_dir: Path, profile: Profile, params: dict, transform) -> FeatureStore:
+    dim = params["dim"]
+    lengths = [feature_length(path, dim) for path in partition.feature_files]
+    features = (transform(read_features(path, dim)) for path in
+                track(partition.feature_files, f"normalize {partition.name}"))
+    labels = (labels_for(partition, profile, lengths, params["label_kind"])
+              if partition.transcript_files is not None else None)
+    meta = {"dim": dim, "partition": partition.name, "label_kind": params["label_kind"],
+            "symbols": params["symbols"], "normalization": params["method"]}
+    return FeatureStore.write(store_dir, partition.ids, lengths, features, labels, meta)
+
+
+def run(run: StageRun) -> dict:
+    download = run.inputs["download"]
+    root = download.dir / download.manifest["metrics"]["data_root"]
+    root = find_data_root(root, run.profile)
+    profile, dim = run.profile, run.params["dim"]
+    partitions = [list_partition(root, name, profile, labelled=(store != "test"))
+                  for name, store in zip(profile.partitions, STORE_NAMES)]
+    metrics: dict = {}
+    if run.params["method"] == "global":
+        mean, std = global_stats(partitions[0], dim)
+        np.savez(run.out / "global_mvn.npz", mean=mean, std=std)
+        metrics["global_mvn_sha256"] = sha256_file(run.out / "global_mvn.npz")
+        transform = lambda x: (x - mean) / (std + EPS)  # noqa: E731
+    else:
+        transform = cmvn
+    for partition, store_name in zip(partitions, STORE_NAMES):
+        store = write_store(partition, run.out / store_name, profile, run.params, transform)
+        metrics[f"{store_name}_utterances"] = len(store)
+        metrics[f"{store_name}_frames"] = int(store.offsets[-1])
+    return metrics
+
+
+STAGE = Stage(name="normalize", upstream=("download",),
+              code=("pipeline.stages.normalize", "pipeline.data.kaggle_layout", "pipeline.data.store"),
+              params=params, label=label, run=run)

@@ -1,0 +1,66 @@
+"""select: one model file from the training run — the best checkpoint, or the average of the top-N or the
+last-N checkpoints (floating tensors averaged, integer buffers such as BatchNorm counters by integer division).
+Output: `model.pt` (loadable by the task's load_model) and `sources.json` naming the checkpoints used."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.engine import EngineError, Stage, StageRun, write_json_atomic
+from pipeline.tasks.profiles import Profile
+
+
+def params(profile: Profile, recipe: dict) -> dict:
+    select = recipe["select"]
+    return {"method": select["method"], "n": 1 if select["method"] == "best" else select["n"]}
+
+
+def label(params: dict) -> str:
+    return "best" if params["method"] == "best" else f"{params['method'].replace('average-', 'avg')}{params['n']}"
+
+
+def average_state_dicts(state_dicts: list[dict]):
+    import torch
+
+    averaged = {}
+    for name, first in state_dicts[0].items():
+        stacked = torch.stack([sd[name] for sd in state_dicts])
+        if first.is_floating_point():
+            averaged[name] = stacked.mean(dim=0).to(first.dtype)
+        else:
+            averaged[name] = torch.div(stacked.sum(dim=0), len(state_dicts), rounding_mode="floor").to(first.dtype)
+    return averaged
+
+
+def choose(checkpoints: Path, method: str, n: int) -> list[dict]:
+    index = json.loads((checkpoints / "index.json").read_text())
+    if method == "average-last":
+        entries = sorted(index.get("recent", []), key=lambda e: e["epoch"])[-n:]
+        pool = "recent"
+    else:
+        entries = index["checkpoints"][:n]
+        pool = "top-k"
+    if len(entries) < n:
+        raise EngineError(f"{checkpoints / 'index.json'}: {len(entries)} {pool} checkpoints kept, {method} needs {n} "
+                          f"(raise train.keep_top_k / train.keep_last and retrain, or lower select.n)")
+    return entries
+
+
+def run(run: StageRun) -> dict:
+    from pipeline.training.checkpoints import atomic_torch_save, load_checkpoint
+
+    checkpoints = run.inputs["train"].dir / "checkpoints"
+    entries = choose(checkpoints, run.params["method"], run.params["n"])
+    loaded = [load_checkpoint(checkpoints / e["file"]) for e in entries]
+    model = dict(loaded[0])
+    model["state_dict"] = average_state_dicts([c["state_dict"] for c in loaded])
+    model["selected_from"] = [e["file"] for e in entries]
+    atomic_torch_save(model, run.out / "model.pt")
+    write_json_atomic(run.out / "sources.json", entries)
+    run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}")
+    return {"checkpoints": len(entries), "epochs": [e["epoch"] for e in entries],
+            "dev_lev_of_sources": [e.get("dev_lev") for e in entries]}
+
+
+STAGE = Stage(name="select", upstream=("train",), code=("pipeline.stages.select",),
+              params=params, label=label, run=run)

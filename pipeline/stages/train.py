@@ -1,0 +1,49 @@
+"""train: fit the task's model on the normalized train store, evaluating on dev every epoch.
+
+Resumable: an interrupted run continues from `checkpoints/last.pt` in the same directory. `--nproc N` trains
+with N DDP processes under torchrun (gloo on CPU, nccl on GPU). Outputs: `checkpoints/` (last + top-k by dev
+Levenshtein, index.json), `history.json`, and the W&B run dir (offline unless a key is configured).
+"""
+from __future__ import annotations
+
+from pipeline.engine import Stage, StageRun
+from pipeline.tasks.profiles import Profile
+
+
+def params(profile: Profile, recipe: dict) -> dict:
+    model = {**recipe["model"], "input_dim": profile.feature_dim, "num_classes": len(profile.symbols)}
+    return {"model": model, "train": recipe["train"]}
+
+
+def label(params: dict) -> str:
+    m, t = params["model"], params["train"]
+    return (f"{m['embed']}{m['embed_channels']}x{m['embed_layers']}-ds{m['downsample']}"
+            f"-lstm{m['lstm_layers']}x{m['lstm_hidden']}-e{t['epochs']}")
+
+
+def run(run: StageRun) -> dict:
+    from pipeline.data.store import FeatureStore
+    from pipeline.models.ctc_rnn import CTCRNNConfig
+    from pipeline.training.ctc_trainer import CTCTrainConfig, train_ctc
+
+    normalized = run.inputs["normalize"].dir
+    run_config = {"competition": run.profile.name, "params": run.params, "keys": run.keys}
+    nproc = int(run.options.get("nproc") or 1)
+    tracking = run.options.get("wandb") or "auto"
+    run_name = f"{run.profile.name}-{run.out.name}"
+    if nproc > 1:
+        from pipeline.training.ddp_worker import launch_ddp
+
+        job = {"model_cfg": run.params["model"], "train_cfg": run.params["train"],
+               "train_store": str(normalized / "train"), "dev_store": str(normalized / "dev"),
+               "out_dir": str(run.out), "tracking": tracking, "run_name": run_name, "run_config": run_config}
+        return launch_ddp(job, nproc)
+    return train_ctc(CTCRNNConfig(**run.params["model"]), CTCTrainConfig(**run.params["train"]),
+                     FeatureStore.open(normalized / "train"), FeatureStore.open(normalized / "dev"), run.out,
+                     tracking=tracking, run_name=run_name, run_config=run_config,
+                     progress=bool(run.options.get("progress", True)))
+
+
+STAGE = Stage(name="train", upstream=("normalize",),
+              code=("pipeline.stages.train", "pipeline.models.ctc_rnn", "pipeline.training", "pipeline.data.store"),
+              params=params, label=label, run=run, resumable=True)
