@@ -5,7 +5,7 @@ Issue #3 adds every real semester; the demo competitions are embedded in the pac
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import AsrpipeError
@@ -52,7 +52,7 @@ class Profile:
     partitions: tuple[str, str, str] = ("train-clean-100", "dev-clean", "test-clean")
     demo: bool = False
     sample_submission: str = "sample_submission.csv"
-    extra: dict = field(default_factory=dict, hash=False, compare=False)
+    embedded_dir: Path | None = None   # where a demo competition's zip + solution live (default: demo_data/<name>)
 
     @property
     def default_config(self) -> str:
@@ -60,11 +60,11 @@ class Profile:
 
     @property
     def embedded_zip(self) -> Path:
-        return DEMO_DATA / self.name / f"{self.name}.zip"
+        return (self.embedded_dir or DEMO_DATA / self.name) / f"{self.name}.zip"
 
     @property
     def embedded_solution(self) -> Path:
-        return DEMO_DATA / self.name / "solution.csv"
+        return (self.embedded_dir or DEMO_DATA / self.name) / "solution.csv"
 
     @property
     def char_map(self) -> list[str] | None:

@@ -1,0 +1,100 @@
+"""Checkpoints: atomic writes, last.pt for resuming, top-k by dev metric with an index.json.
+
+    out_dir/checkpoints/last.pt                 every epoch: model + optimizer/scheduler/scaler/RNG states
+    out_dir/checkpoints/epoch012-lev3.41.pt     the k best by dev metric (lower is better); model only
+    out_dir/checkpoints/index.json              {"metric", "keep_top_k", "checkpoints": [{"file", "epoch", "dev_lev"}, …] best first, "last"}
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from pipeline.models.ctc_rnn import CTCRNN, CTCRNNConfig
+
+METRIC = "dev_lev"
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def model_checkpoint(model: torch.nn.Module, model_cfg: CTCRNNConfig, epoch: int, metrics: dict) -> dict:
+    return {
+        "model_family": "ctc_rnn",
+        "model_config": model_cfg.model_dump(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": epoch,
+        "metrics": metrics,
+    }
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    # weights_only=False: last.pt holds numpy RNG state; our own files only.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_model(checkpoint_path: str | Path) -> torch.nn.Module:
+    """Rebuild the model from the config stored in the checkpoint; returned in eval mode on CPU."""
+    ckpt = load_checkpoint(checkpoint_path)
+    model = CTCRNN(CTCRNNConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+class TopKKeeper:
+    """Keeps the k checkpoints with the lowest dev metric; ties go to the earlier epoch."""
+
+    def __init__(self, directory: Path, k: int):
+        self.directory, self.k = directory, k
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.index_path = directory / "index.json"
+        self.entries: list[dict] = []
+        if self.index_path.exists():
+            self.entries = [e for e in json.loads(self.index_path.read_text())["checkpoints"]
+                            if (directory / e["file"]).exists()]
+
+    def drop_after(self, epoch: int) -> None:
+        """Forget (and delete) checkpoints from epochs a resumed run is about to redo."""
+        for e in [e for e in self.entries if e["epoch"] > epoch]:
+            (self.directory / e["file"]).unlink(missing_ok=True)
+            self.entries.remove(e)
+        self._write_index()
+
+    def would_keep(self, value: float, epoch: int) -> bool:
+        ranked = sorted(self.entries + [{"epoch": epoch, METRIC: value}], key=lambda e: (e[METRIC], e["epoch"]))
+        return self.k > 0 and any(e["epoch"] == epoch for e in ranked[: self.k])
+
+    def offer(self, checkpoint: dict, value: float, epoch: int) -> str | None:
+        """Save the checkpoint if it ranks in the top k; delete the one it displaces. Returns the file name kept."""
+        if not self.would_keep(value, epoch):
+            return None
+        name = f"epoch{epoch:03d}-lev{value:.2f}.pt"
+        atomic_torch_save(checkpoint, self.directory / name)
+        self.entries.append({"file": name, "epoch": epoch, METRIC: value})
+        self.entries.sort(key=lambda e: (e[METRIC], e["epoch"]))
+        for gone in self.entries[self.k :]:
+            (self.directory / gone["file"]).unlink(missing_ok=True)
+        self.entries = self.entries[: self.k]
+        self._write_index()
+        return name
+
+    @property
+    def best(self) -> dict | None:
+        return self.entries[0] if self.entries else None
+
+    def _write_index(self) -> None:
+        atomic_write_json(self.index_path, {
+            "metric": METRIC, "direction": "min", "keep_top_k": self.k,
+            "checkpoints": self.entries, "last": "last.pt",
+        })

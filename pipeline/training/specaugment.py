@@ -1,0 +1,57 @@
+"""SpecAugment frequency and time masks on a padded batch (B, T, F), in plain torch (no torchaudio).
+
+Each utterance independently: with probability p_freq, n_freq frequency bands of width U[0, freq_mask] are set
+to 0; with probability p_time, n_time time spans of width U[0, min(time_mask, length)] inside its real length are
+set to 0. 0 is the mean of CMVN-normalized features. Padding is never touched.
+"""
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class SpecAugmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    freq_mask: int = 0   # max band width (features); 0 = off
+    time_mask: int = 0   # max span width (frames); 0 = off
+    n_freq: int = 1
+    n_time: int = 1
+    p_freq: float = 1.0
+    p_time: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return (self.freq_mask > 0 and self.n_freq > 0 and self.p_freq > 0) or (
+            self.time_mask > 0 and self.n_time > 0 and self.p_time > 0)
+
+
+def _band_masks(n_masks: int, max_width: int, extent: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, size) bool: union of n_masks random bands of width ≤ max_width within [0, extent[b])."""
+    B = extent.shape[0]
+    positions = torch.arange(size)[None, :]
+    mask = torch.zeros(B, size, dtype=torch.bool)
+    for _ in range(n_masks):
+        width_cap = torch.clamp(torch.minimum(extent, torch.full_like(extent, max_width)), min=0)
+        width = (torch.rand(B, generator=gen) * (width_cap + 1).float()).long()          # U{0..cap}
+        start = (torch.rand(B, generator=gen) * (extent - width + 1).clamp(min=1).float()).long()
+        mask |= (positions >= start[:, None]) & (positions < (start + width)[:, None])
+    return mask
+
+
+def spec_augment(x: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """A masked copy of x (B, T, F). Random numbers come from `gen` (CPU) so runs are reproducible."""
+    if not cfg.enabled:
+        return x
+    B, T, F = x.shape
+    lengths = lengths.cpu()
+    keep = torch.ones(B, T, F, dtype=torch.bool)
+    if cfg.freq_mask > 0 and cfg.n_freq > 0:
+        chosen = torch.rand(B, generator=gen) < cfg.p_freq
+        bands = _band_masks(cfg.n_freq, cfg.freq_mask, torch.full((B,), F), F, gen) & chosen[:, None]
+        keep &= ~bands[:, None, :]
+    if cfg.time_mask > 0 and cfg.n_time > 0:
+        chosen = torch.rand(B, generator=gen) < cfg.p_time
+        spans = _band_masks(cfg.n_time, cfg.time_mask, lengths, T, gen) & chosen[:, None]
+        keep &= ~spans[:, :, None]
+    return x * keep.to(x.device, non_blocking=True)
