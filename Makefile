@@ -16,7 +16,7 @@ BIN := $(VENV)/bin
 ASRPIPE := $(BIN)/asrpipe
 STAMP := $(VENV)/.installed
 STAGES := download normalize train select decode csv submit
-STAGE_ARGS = --task $(TASK) $(if $(BEAM),--beam $(BEAM)) $(foreach s,$(SET),--set $(s))
+STAGE_ARGS = --task $(TASK) $(if $(and $(BEAM),$(filter decode,$@)),--beam $(BEAM)) $(foreach s,$(SET),--set $(s))
 
 .PHONY: help install demo test test-fast status run $(STAGES) clean-artifacts
 

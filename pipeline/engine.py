@@ -303,7 +303,8 @@ class Pipeline:
             seconds = time.time() - started
             write_json_atomic(planned.dir / MANIFEST, self._manifest(planned, metrics, started, seconds))
             (planned.dir / DONE).write_text(planned.key + "\n")
-        summary = ", ".join(f"{k}={_short(v)}" for k, v in list(metrics.items())[:4])
+        scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str)) and len(str(v)) < 40]
+        summary = ", ".join(f"{k}={_short(v)}" for k, v in scalars[:4])
         console.print(f"[green]done[/]   {planned.stage.name:<9} {seconds:.1f} s  {summary}")
         return artifact
 

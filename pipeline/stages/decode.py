@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.engine import Stage, StageRun, write_json_atomic
+from pipeline.engine import EngineError, Stage, StageRun, write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -84,6 +84,21 @@ def decode_all(decoder, log_probs: list, batch_size: int, description: str) -> l
     return hypotheses
 
 
+def oracle_levenshtein(log_probs: list, refs: list[str], char_map: list[str], params: dict, batch_size: int) -> float:
+    """Mean distance of the closest hypothesis in our final beam: how much a better ranking could still gain."""
+    import Levenshtein
+
+    from pipeline.decoding.ctc import prefix_beam_search_nbest
+
+    best: list[int] = []
+    for start, padded, lengths in batches(log_probs, batch_size):
+        nbest, _ = prefix_beam_search_nbest(padded, lengths, params["beam"], 0, params["prune_top_k"] or None)
+        for offset, hypotheses in enumerate(nbest):
+            ref = refs[start + offset]
+            best.append(min(Levenshtein.distance(ref, to_text(h, char_map)) for h in hypotheses or [[]]))
+    return sum(best) / max(1, len(best))
+
+
 def to_text(tokens: list[int], char_map: list[str]) -> str:
     return "".join(char_map[t] for t in tokens)
 
@@ -102,8 +117,12 @@ def run(run: StageRun) -> dict:
     num_classes = int(log_probs["dev"][0].shape[-1])
     workers = int(run.options.get("workers") or 1)
     greedy = make_decoder("greedy", beam=1, blank=0, num_classes=num_classes)
-    beam = make_decoder(run.params["backend"], beam=run.params["beam"], blank=0, num_classes=num_classes,
-                        workers=workers, prune_top_k=run.params["prune_top_k"])
+    pruning = {"prune_top_k": run.params["prune_top_k"]} if run.params["prune_top_k"] else {}
+    try:
+        beam = make_decoder(run.params["backend"], beam=run.params["beam"], blank=0, num_classes=num_classes,
+                            workers=workers, **pruning)
+    except ValueError as exc:
+        raise EngineError(f"decode.backend={run.params['backend']}: {exc}") from None
 
     char_map = run.profile.char_map
     dev = stores["dev"]
@@ -120,9 +139,7 @@ def run(run: StageRun) -> dict:
         "dev_utterances_per_s": round(len(dev) / max(dev_seconds, 1e-9), 2),
         "test_utterances": len(test_beam),
     }
-    oracle = getattr(beam, "oracle_levenshtein", None)
-    if oracle is not None:
-        metrics["dev_oracle"] = oracle(log_probs["dev"], refs, char_map, batch_size)
+    metrics["dev_oracle"] = oracle_levenshtein(log_probs["dev"], refs, char_map, run.params, batch_size)
     write_json_atomic(run.out / "dev_results.json", {
         "ids": dev.ids, "reference": refs, "greedy": [to_text(h, char_map) for h in dev_greedy],
         "beam": [to_text(h, char_map) for h in dev_beam]})
