@@ -3,27 +3,36 @@
 The search is ctcdecode's: every prefix carries two shares of probability, `p_blank` (paths ending in blank)
 and `p_nonblank` (paths ending in the prefix's last token), and is ranked by their sum. At each frame a
 prefix either stays (blank, or a repeat of its last token without a blank in between) or is extended by a
-non-blank token (the same token as its last one only from `p_blank`). Candidates equal as label sequences
-are merged: since the beam holds distinct prefixes, the only candidates that can coincide are "stay of
-prefix P" and "extend P[:-1] by P's last token", so a (beam x beam) comparison of hashes finds every merge
-without sorting. The beam keeps the `beam` best distinct prefixes by total probability.
+non-blank token (the same token as its last one only from `p_blank`). The beam keeps the `beam` best
+distinct prefixes by total probability.
 
-State per (utterance, slot): p_blank, p_nonblank, last token, length, a hash of the prefix and of the prefix
-without its last token. Back-pointers (source slot, emitted token) per frame rebuild the winner at the end.
-Utterances are processed longest first so frame t touches only the `active(t)` utterances still running.
+Merging equal prefixes: the beam holds distinct prefixes, so the only candidates that can coincide are
+"stay of prefix P" and "extend P[:-1] by P's last token". A (beam x beam) comparison of prefix hashes with
+parent hashes finds each slot's parent; the parent's extension is added into the slot's stay and removed
+from the extensions.
+
+Fewer candidates, same answer: slots are sorted by total and each frame's tokens by log-prob, so the
+extension (slot rank r, token rank s) is beaten by at least (r+1)*s - 1 other candidates (one exception per
+slot: repeating its last token, which scores lower). Only pairs with (r+1)*s <= beam can reach the top
+`beam`: about beam*(ln(beam)+2) pairs instead of beam*(classes-1), and at most beam+1 tokens per frame.
+
+State per (utterance, slot): p_blank, p_nonblank, last token, and hashes of the prefix and of its parent.
+Back-pointers (source slot, emitted token) per frame rebuild the answers at the end. Utterances run longest
+first, so frame t only touches the utterances that are still running, and padding never changes a beam.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 NEG_INF = float("-inf")
 
 # Two polynomial hashes modulo the Mersenne prime 2^31-1, packed in one int64: every product stays below 2^62,
-# so int64 arithmetic is exact on CPU and CUDA. Merges also require equal last token and length.
+# so int64 arithmetic is exact on CPU and CUDA.
 _HASH_MOD = 2_147_483_647
 _HASH_MUL_HIGH = 1_103_515_245
 _HASH_MUL_LOW = 48_271
-_NO_PARENT = -1
+_NO_PARENT = -1  # parent hash of the empty prefix and of empty slots; real hashes are >= 0
 
 
 def _extend_hash(prefix_hash: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
@@ -33,30 +42,46 @@ def _extend_hash(prefix_hash: torch.Tensor, token: torch.Tensor) -> torch.Tensor
     return high * _HASH_MOD + low
 
 
-def _extension_tokens(
-    log_probs_tbc: torch.Tensor, blank: int, prune_top_k: int | None
+def _dead_slot_hashes(rows: int, beam: int, device: torch.device) -> torch.Tensor:
+    """Distinct hashes below -1 for slots holding no prefix, so no parent hash ever matches them."""
+    return (-2 - torch.arange(beam, device=device)).repeat(rows, 1)
+
+
+def _sorted_extension_tokens(
+    frames: torch.Tensor, blank: int, keep: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame, the non-blank tokens considered for extension and their log-probs, both (T, B, k)."""
-    num_classes = log_probs_tbc.shape[-1]
-    device = log_probs_tbc.device
-    non_blank = torch.tensor([c for c in range(num_classes) if c != blank], device=device)
-    scores = log_probs_tbc.index_select(-1, non_blank)
-    if prune_top_k is not None and prune_top_k < non_blank.numel():
-        scores, positions = scores.topk(prune_top_k, dim=-1)
-        return non_blank[positions], scores
-    return non_blank.expand(scores.shape).contiguous(), scores
+    """Per frame the `keep` most probable non-blank tokens and their log-probs, best first; both (T, B, keep)."""
+    num_classes = frames.shape[-1]
+    non_blank = torch.tensor([c for c in range(num_classes) if c != blank], device=frames.device)
+    scores, positions = frames.index_select(-1, non_blank).topk(keep, dim=-1)
+    return non_blank[positions], scores
+
+
+class _Region:
+    """The (slot rank, token rank) pairs that can still make the top `beam`: (r+1)*s <= beam."""
+
+    def __init__(self, beam: int, tokens: int, device: torch.device):
+        pairs = [(r, s) for r in range(beam) for s in range(min(tokens, beam // (r + 1) + 1))]
+        self.size = len(pairs)
+        self.slot = torch.tensor([r for r, _ in pairs], device=device)
+        self.column = torch.tensor([s for _, s in pairs], device=device)
+        # index_of[r, s] = position of the pair in the region, or `size` (a dummy) outside it or for an
+        # absent token (s == tokens).
+        self.index_of = torch.full((beam, tokens + 1), self.size, dtype=torch.long, device=device)
+        self.index_of[self.slot, self.column] = torch.arange(self.size, device=device)
+        self.token_ranks = torch.arange(tokens, device=device)[None, :]
 
 
 class _Beams:
-    """Beam state of the active utterances (rows) x slots; all tensors (N, K)."""
+    """Beam state of the utterances (rows) x slots; all tensors (B, K), slots sorted best first."""
 
     def __init__(self, batch: int, beam: int, device: torch.device, dtype: torch.dtype):
         self.p_blank = torch.full((batch, beam), NEG_INF, device=device, dtype=dtype)
         self.p_blank[:, 0] = 0.0  # one live prefix: the empty one
         self.p_nonblank = torch.full((batch, beam), NEG_INF, device=device, dtype=dtype)
         self.last = torch.full((batch, beam), -1, device=device, dtype=torch.long)
-        self.length = torch.zeros((batch, beam), device=device, dtype=torch.long)
-        self.hash = torch.zeros((batch, beam), device=device, dtype=torch.long)
+        self.hash = _dead_slot_hashes(batch, beam, device)
+        self.hash[:, 0] = 0  # hash of the empty prefix
         self.parent_hash = torch.full((batch, beam), _NO_PARENT, device=device, dtype=torch.long)
 
     def total(self) -> torch.Tensor:
@@ -67,79 +92,118 @@ def _step(
     beams: _Beams,
     n: int,
     frame: torch.Tensor,
+    blank_score: torch.Tensor,
     ext_tokens: torch.Tensor,
     ext_scores: torch.Tensor,
-    blank: int,
+    region: _Region,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance the first `n` utterances by one frame in place; return (source slot, emitted token or -1)."""
     p_blank, p_nonblank = beams.p_blank[:n], beams.p_nonblank[:n]
-    last, length = beams.last[:n], beams.length[:n]
-    prefix_hash, parent_hash = beams.hash[:n], beams.parent_hash[:n]
+    last, prefix_hash, parent_hash = beams.last[:n], beams.hash[:n], beams.parent_hash[:n]
     beam = p_blank.shape[1]
-    top_k = ext_tokens.shape[1]
 
     total = torch.logaddexp(p_blank, p_nonblank)
-    alive = total > NEG_INF
     last_score = frame.gather(1, last.clamp(min=0))
-    stay_blank = total + frame[:, blank : blank + 1]
-    stay_nonblank = torch.where(length > 0, p_nonblank + last_score, NEG_INF)
+    stay_blank = total + blank_score[:, None]
+    stay_nonblank = p_nonblank + last_score  # -inf for the empty prefix, whose p_nonblank is -inf
 
-    # Slot j's prefix may also be reached by extending slot i (its prefix minus the last token) with last[j].
-    match = (
-        (parent_hash[:, :, None] == prefix_hash[:, None, :])
-        & (length[:, :, None] == length[:, None, :] + 1)
-        & alive[:, :, None]
-        & alive[:, None, :]
-    )  # (n, j, i)
-    same_last = last[:, :, None] == last[:, None, :]
-    from_parent = torch.where(same_last, p_blank[:, None, :], total[:, None, :]) + last_score[:, :, None]
-    from_parent = from_parent.masked_fill(~match, NEG_INF).amax(dim=2)  # at most one parent per slot
-    stay_nonblank = torch.logaddexp(stay_nonblank, from_parent)
+    # Slot j's prefix is also reached by extending its parent (prefix minus last token) if that is in the beam.
+    has_parent, parent = (parent_hash[:, :, None] == prefix_hash[:, None, :]).max(dim=2)  # over slots i
+    parent_ends_same = last.gather(1, parent) == last  # then only the parent's blank-ending paths extend
+    parent_share = torch.where(parent_ends_same, p_blank.gather(1, parent), total.gather(1, parent))
+    stay_nonblank = torch.logaddexp(stay_nonblank, torch.where(has_parent, parent_share + last_score, NEG_INF))
 
-    # Extensions: (n, slot, k). Repeating the last token needs a blank in between, so only p_blank feeds it.
-    repeats_last = ext_tokens[:, None, :] == last[:, :, None]
-    extend = torch.where(repeats_last, p_blank[:, :, None], total[:, :, None]) + ext_scores[:, None, :]
-    # The extension that was merged into slot j above must not compete a second time.
-    has_parent = match.any(dim=2)
-    parent_slot = match.to(torch.uint8).argmax(dim=2)
-    token_column = repeats_last.to(torch.uint8).argmax(dim=2)  # position of last[j] among slot j's tokens
-    token_present = repeats_last.any(dim=2)
-    merged_column = parent_slot * top_k + token_column
-    merged_column = torch.where(has_parent & token_present, merged_column, beam * top_k)  # dummy column
-    extend = torch.cat([extend.reshape(n, beam * top_k), extend.new_full((n, 1), NEG_INF)], dim=1)
-    extend.scatter_(1, merged_column, NEG_INF)
+    # Extensions (n, M) over the region; repeating the last token needs a blank between, so only p_blank feeds it.
+    token = ext_tokens.index_select(1, region.column)
+    repeats_last = token == last.index_select(1, region.slot)
+    source_share = torch.where(repeats_last, p_blank.index_select(1, region.slot), total.index_select(1, region.slot))
+    extend = source_share + ext_scores.index_select(1, region.column)
+    # The parent's extension already merged into slot j's stay must not compete a second time: find its
+    # (parent slot, token rank) in the region; absent pairs go to a dummy last column.
+    token_rank = torch.full_like(frame, ext_tokens.shape[1], dtype=torch.long)
+    token_rank.scatter_(1, ext_tokens, region.token_ranks.expand_as(ext_tokens))
+    merged_at = region.index_of.take(parent * region.index_of.shape[1] + token_rank.gather(1, last.clamp(min=0)))
+    merged_at = torch.where(has_parent, merged_at, region.size)
+    extend = torch.cat([extend, extend.new_full((n, 1), NEG_INF)], dim=1).scatter_(1, merged_at, NEG_INF)[:, :-1]
 
-    candidates = torch.cat([torch.logaddexp(stay_blank, stay_nonblank), extend[:, :-1]], dim=1)
+    candidates = torch.cat([torch.logaddexp(stay_blank, stay_nonblank), extend], dim=1)
     best, chosen = candidates.topk(beam, dim=1)
 
     is_extension = chosen >= beam
     ext_index = (chosen - beam).clamp(min=0)
     stay_index = chosen.clamp(max=beam - 1)
-    source = torch.where(is_extension, torch.div(ext_index, top_k, rounding_mode="floor"), chosen)
-    token = ext_tokens.gather(1, ext_index % top_k)
+    source = torch.where(is_extension, region.slot.take(ext_index), chosen)
+    new_token = token.gather(1, ext_index)
     source_hash = prefix_hash.gather(1, source)
+    alive = best > NEG_INF
 
     beams.p_blank[:n] = torch.where(is_extension, NEG_INF, stay_blank.gather(1, stay_index))
     beams.p_nonblank[:n] = torch.where(is_extension, extend.gather(1, ext_index), stay_nonblank.gather(1, stay_index))
-    beams.hash[:n] = torch.where(is_extension, _extend_hash(source_hash, token), source_hash)
-    beams.parent_hash[:n] = torch.where(is_extension, source_hash, parent_hash.gather(1, source))
-    beams.last[:n] = torch.where(is_extension, token, last.gather(1, source))
-    beams.length[:n] = length.gather(1, source) + is_extension.long()
-    return source, torch.where(is_extension, token, -1)
+    new_hash = torch.where(is_extension, _extend_hash(source_hash, new_token), source_hash)
+    beams.hash[:n] = torch.where(alive, new_hash, _dead_slot_hashes(n, beam, new_hash.device))
+    new_parent_hash = torch.where(is_extension, source_hash, parent_hash.gather(1, source))
+    beams.parent_hash[:n] = torch.where(alive, new_parent_hash, _NO_PARENT)
+    beams.last[:n] = torch.where(is_extension, new_token, last.gather(1, source))
+    return source, torch.where(is_extension, new_token, -1)
 
 
-def _backtrack(sources: torch.Tensor, emitted: torch.Tensor, active: list[int]) -> list[list[list[int]]]:
-    """Follow back-pointers from every final slot; sources/emitted are (T, B, K). Returns [utterance][slot]."""
-    num_frames, batch, beam = sources.shape
-    slot = torch.arange(beam, device=sources.device).repeat(batch, 1)
-    tokens = torch.full((batch, beam, num_frames), -1, dtype=torch.int32, device=sources.device)
+def _backtrack(sources: torch.Tensor, emitted: torch.Tensor, active: list[int], ranks: int) -> list[list[list[int]]]:
+    """Follow back-pointers from the best `ranks` final slots; sources/emitted are (T, B, K). [utterance][rank]."""
+    num_frames, batch, _ = sources.shape
+    slot = torch.arange(ranks, device=sources.device).repeat(batch, 1)
+    tokens = torch.full((batch, ranks, num_frames), -1, dtype=torch.int32, device=sources.device)
     for t in range(num_frames - 1, -1, -1):
         n = active[t]
         current = slot[:n]
         tokens[:n, :, t] = emitted[t, :n].gather(1, current)
         slot[:n] = sources[t, :n].gather(1, current).long()
-    tokens = tokens.cpu()
+    tokens = tokens.cpu().numpy()
     return [[row[row >= 0].tolist() for row in utterance] for utterance in tokens]
+
+
+def _search(
+    log_probs: torch.Tensor, lengths: torch.Tensor, beam: int, blank: int, prune_top_k: int | None, ranks: int
+) -> tuple[list[list[list[int]]], torch.Tensor]:
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    batch, _, num_classes = log_probs.shape
+    if num_classes < 2:
+        raise ValueError("CTC needs at least one class besides blank")
+    dtype = log_probs.dtype if log_probs.dtype in (torch.float32, torch.float64) else torch.float32
+    device = log_probs.device
+    if batch == 0:
+        return [], torch.empty((0, beam), dtype=dtype)
+    lengths = lengths.to(device=device, dtype=torch.long)
+    max_frames = int(lengths.max().item())
+    order = torch.argsort(lengths, descending=True, stable=True)
+    # active[t] = number of utterances longer than t; they are the first rows once sorted.
+    active = (lengths[order][None, :] > torch.arange(max_frames, device=device)[:, None]).sum(dim=1).tolist()
+
+    frames = log_probs[order, :max_frames].to(dtype).transpose(0, 1).contiguous()  # (T, B, C)
+    tokens_per_frame = min(beam + 1, num_classes - 1, prune_top_k or num_classes)
+    ext_tokens, ext_scores = _sorted_extension_tokens(frames, blank, tokens_per_frame)
+    blank_scores = frames[:, :, blank]
+    region = _Region(beam, tokens_per_frame, device)
+    beams = _Beams(batch, beam, device, dtype)
+    sources = torch.zeros((max_frames, batch, beam), dtype=torch.int32, device=device)
+    emitted = torch.full((max_frames, batch, beam), -1, dtype=torch.int32, device=device)
+    for t in range(max_frames):
+        n = active[t]
+        source, token = _step(
+            beams, n, frames[t, :n], blank_scores[t, :n], ext_tokens[t, :n], ext_scores[t, :n], region
+        )
+        sources[t, :n] = source
+        emitted[t, :n] = token.to(torch.int32)
+
+    sorted_scores = beams.total().cpu()  # slots stay sorted best first
+    sorted_nbest = _backtrack(sources, emitted, active, ranks)
+    nbest: list[list[list[int]]] = [[] for _ in range(batch)]
+    for position, utterance in enumerate(order.tolist()):
+        live = int((sorted_scores[position, :ranks] > NEG_INF).sum())
+        nbest[utterance] = sorted_nbest[position][: max(live, 1)]
+    scores = torch.empty_like(sorted_scores)
+    scores[order.cpu()] = sorted_scores
+    return nbest, scores
 
 
 @torch.no_grad()
@@ -153,45 +217,13 @@ def prefix_beam_search_nbest(
     """The final beam of every utterance, best first: hypotheses [utterance][rank] and beam scores (B, beam).
 
     Scores are log probs (float32/64 like the input, on CPU); ranks past the live prefixes score -inf and
-    are left out of the lists. `prune_top_k` limits extensions at each frame to the k most probable
-    non-blank tokens (stays and merges always use the exact probabilities).
+    are left out of the lists. `prune_top_k` caps the tokens extended per frame below beam+1 (at beam+1 or
+    more the cap changes nothing, see the module docstring).
     """
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
-    batch, _, num_classes = log_probs.shape
-    dtype = log_probs.dtype if log_probs.dtype in (torch.float32, torch.float64) else torch.float32
-    if batch == 0:
-        return [], torch.empty((0, beam), dtype=dtype)
-    device = log_probs.device
-    lengths = lengths.to(device=device, dtype=torch.long)
-    max_frames = int(lengths.max().item())
-    order = torch.argsort(lengths, descending=True, stable=True)
-    # active[t] = number of utterances longer than t; they are the first rows once sorted.
-    frame_index = torch.arange(max_frames, device=device)
-    active = (lengths[order][None, :] > frame_index[:, None]).sum(dim=1).tolist()
-
-    frames = log_probs[order, :max_frames].to(dtype).transpose(0, 1).contiguous()  # (T, B, C)
-    ext_tokens, ext_scores = _extension_tokens(frames, blank, prune_top_k)
-    beams = _Beams(batch, beam, device, dtype)
-    sources = torch.zeros((max_frames, batch, beam), dtype=torch.int32, device=device)
-    emitted = torch.full((max_frames, batch, beam), -1, dtype=torch.int32, device=device)
-    for t in range(max_frames):
-        n = active[t]
-        source, token = _step(beams, n, frames[t, :n], ext_tokens[t, :n], ext_scores[t, :n], blank)
-        sources[t, :n] = source.to(torch.int32)
-        emitted[t, :n] = token.to(torch.int32)
-
-    sorted_nbest = _backtrack(sources, emitted, active)
-    sorted_scores = beams.total().cpu()  # slots stay sorted by topk, best first
-    nbest: list[list[list[int]]] = [[] for _ in range(batch)]
-    for position, utterance in enumerate(order.tolist()):
-        live = int((sorted_scores[position] > NEG_INF).sum())
-        nbest[utterance] = sorted_nbest[position][:live]
-    scores = torch.empty_like(sorted_scores)
-    scores[order.cpu()] = sorted_scores
-    return nbest, scores
+    return _search(log_probs, lengths, beam, blank, prune_top_k, ranks=beam)
 
 
+@torch.no_grad()
 def prefix_beam_search(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,
@@ -200,5 +232,5 @@ def prefix_beam_search(
     prune_top_k: int | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """Best label sequence per utterance and its beam score (log prob, on CPU)."""
-    nbest, scores = prefix_beam_search_nbest(log_probs, lengths, beam, blank, prune_top_k)
+    nbest, scores = _search(log_probs, lengths, beam, blank, prune_top_k, ranks=1)
     return [hypotheses[0] for hypotheses in nbest], scores[:, 0]

@@ -1,0 +1,1 @@
+"""Decoding: CTC greedy/beam backends (ctc.py) and metrics (metrics.py)."""

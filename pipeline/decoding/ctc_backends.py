@@ -1,0 +1,268 @@
+"""CTC decoder backends behind one interface, input checks, and utterance-parallel workers.
+
+    decoder = make_decoder("asrpipe", beam=20, blank=0, num_classes=41, workers=2)
+    hypotheses = decoder.decode(log_probs, lengths)   # (B, T, C) log-softmax, (B,) -> list of token lists
+
+Backends: "greedy" and "asrpipe" (our prefix beam search, ctc_beam.py) always; "ctc-beam-decoder"
+(`pip install ctc-beam-decoder`, a C++ port of pyctcdecode) and "ctcdecode" (parlance/ctcdecode, source
+build only) when importable. Every backend sees the same checked log-probs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from pipeline.decoding.ctc_beam import prefix_beam_search
+from pipeline.decoding.ctc_greedy import greedy_decode
+
+DEFAULT_PRUNE_TOP_K = None  # our search never needs more than beam+1 tokens per frame (exact; see ctc_beam.py)
+CTCDECODE_CUTOFF_TOP_N = 40  # ctcdecode's default
+LOG_PROB_TOLERANCE = 1e-3  # |logsumexp(row)| allowed for float32 log_softmax outputs
+
+_OPTIONAL_BACKENDS = {
+    # backend -> (importable module, install hint)
+    "ctc-beam-decoder": ("ctc_beam_decoder", "pip install ctc-beam-decoder  (or: pip install -e '.[decoders]')"),
+    "ctcdecode": ("ctcdecode", "build from source: https://github.com/parlance/ctcdecode (needs network + g++)"),
+}
+
+
+class CTCDecoder(Protocol):
+    name: str
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]: ...
+
+
+def available_backends() -> list[str]:
+    optional = [name for name, (module, _) in _OPTIONAL_BACKENDS.items() if importlib.util.find_spec(module)]
+    return ["greedy", "asrpipe", *optional]
+
+
+def check_decoder_inputs(log_probs: torch.Tensor, lengths: torch.Tensor, num_classes: int, blank: int) -> None:
+    """Shape, vocabulary size, blank index and log-softmax-ness of a batch, with errors that say the fix."""
+    if log_probs.ndim != 3:
+        raise ValueError(f"log_probs must be (batch, frames, classes), got shape {tuple(log_probs.shape)}")
+    if log_probs.shape[-1] != num_classes:
+        raise ValueError(
+            f"log_probs have {log_probs.shape[-1]} classes but the decoder was built for {num_classes} "
+            "(vocabulary including blank); check the task's label map"
+        )
+    if not 0 <= blank < num_classes:
+        raise ValueError(f"blank index {blank} is outside 0..{num_classes - 1}")
+    if lengths.shape != (log_probs.shape[0],):
+        raise ValueError(f"lengths must be ({log_probs.shape[0]},), got {tuple(lengths.shape)}")
+    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > log_probs.shape[1]):
+        raise ValueError(f"lengths must lie in 0..{log_probs.shape[1]} (frames in log_probs)")
+    valid = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
+    if not bool(valid.any()):
+        return
+    row_sums = torch.logsumexp(log_probs.float(), dim=-1)[valid]
+    worst = float(row_sums.abs().max())
+    if not worst <= LOG_PROB_TOLERANCE:  # also catches NaN
+        hint = "they look like probabilities: pass .log()" if bool((log_probs[valid] >= 0).all()) else (
+            "apply torch.log_softmax(logits, dim=-1) first"
+        )
+        raise ValueError(
+            f"log_probs are not log-softmax outputs: logsumexp over classes reaches {worst:.3g} (should be 0); {hint}"
+        )
+
+
+def _resolve_backend(backend: str) -> None:
+    if backend in ("greedy", "asrpipe"):
+        return
+    available = ", ".join(available_backends())
+    if backend not in _OPTIONAL_BACKENDS:
+        raise ValueError(f"unknown CTC decoder backend {backend!r}; available: {available}")
+    module, install = _OPTIONAL_BACKENDS[backend]
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"CTC decoder backend {backend!r} is not installed ({install}); available: {available}")
+
+
+def _token_labels(num_classes: int, blank: int) -> list[str]:
+    """One distinct non-space character per class ("" for blank), for decoders that work on strings."""
+    return ["" if c == blank else chr(0x4E00 + c) for c in range(num_classes)]
+
+
+def _tokens_from_text(text: str) -> list[int]:
+    return [ord(character) - 0x4E00 for character in text]
+
+
+# ---- backends that decode one chunk of utterances in-process -------------------------------------------
+
+
+class _GreedyChunks:
+    def __init__(self, blank: int):
+        self.blank = blank
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        return greedy_decode(log_probs, lengths, self.blank)
+
+
+class _PrefixBeamChunks:
+    def __init__(self, beam: int, blank: int, prune_top_k: int | None):
+        self.beam, self.blank, self.prune_top_k = beam, blank, prune_top_k
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        if log_probs.is_cuda:
+            return prefix_beam_search(log_probs, lengths, self.beam, self.blank, self.prune_top_k)[0]
+        # The search is thousands of small ops: intra-op threads only add overhead (measured 6x slower with
+        # 2 threads on a busy 2-core box). Parallelism comes from `workers` processes instead.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return prefix_beam_search(log_probs, lengths, self.beam, self.blank, self.prune_top_k)[0]
+        finally:
+            torch.set_num_threads(threads)
+
+
+class _CtcBeamDecoderChunks:
+    """ctc-beam-decoder with its own defaults (token_min_logp=-5, beam_prune_logp=-10), one utterance at a time."""
+
+    def __init__(self, beam: int, blank: int, num_classes: int):
+        import ctc_beam_decoder
+
+        self.beam = beam
+        self.decoder = ctc_beam_decoder.BeamSearchDecoder(_token_labels(num_classes, blank))
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        frames = log_probs.detach().float().cpu().numpy()
+        hypotheses = []
+        for utterance, length in zip(frames, lengths.tolist()):
+            beams = self.decoder.decode_beams(np.ascontiguousarray(utterance[:length]), beam_width=self.beam)
+            hypotheses.append(_tokens_from_text(beams[0][0]) if beams else [])
+        return hypotheses
+
+
+class _CtcdecodeChunks:
+    """parlance/ctcdecode (not installable here, so untested in CI); its own processes do the parallelism."""
+
+    def __init__(self, beam: int, blank: int, num_classes: int, workers: int):
+        from ctcdecode import CTCBeamDecoder
+
+        labels = [chr(0x4E00 + c) for c in range(num_classes)]  # ctcdecode wants a label for blank too
+        self.decoder = CTCBeamDecoder(
+            labels,
+            beam_width=beam,
+            blank_id=blank,
+            cutoff_top_n=min(CTCDECODE_CUTOFF_TOP_N, num_classes),
+            num_processes=workers,
+            log_probs_input=True,
+        )
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        results, _, _, result_lengths = self.decoder.decode(log_probs.detach().float().cpu(), lengths.cpu().int())
+        return [results[b, 0, : result_lengths[b, 0]].tolist() for b in range(results.shape[0])]
+
+
+def _chunk_decoder(backend: str, beam: int, blank: int, num_classes: int, prune_top_k: int | None, workers: int):
+    if backend == "greedy":
+        return _GreedyChunks(blank)
+    if backend == "asrpipe":
+        return _PrefixBeamChunks(beam, blank, prune_top_k)
+    if backend == "ctc-beam-decoder":
+        return _CtcBeamDecoderChunks(beam, blank, num_classes)
+    return _CtcdecodeChunks(beam, blank, num_classes, workers)
+
+
+# ---- utterance-parallel workers -------------------------------------------------------------------------
+
+_worker_decoder = None
+
+
+def _init_worker(spec: tuple) -> None:
+    global _worker_decoder
+    torch.set_num_threads(1)
+    _worker_decoder = _chunk_decoder(*spec, 1)
+
+
+def _decode_in_worker(chunk: tuple[np.ndarray, np.ndarray]) -> list[list[int]]:
+    log_probs, lengths = chunk
+    return _worker_decoder(torch.from_numpy(log_probs), torch.from_numpy(lengths))
+
+
+def _split_for_workers(lengths: torch.Tensor, workers: int) -> list[torch.Tensor]:
+    """Utterance indices per worker: dealt round-robin by length so every chunk has similar work."""
+    by_length = torch.argsort(lengths.cpu(), descending=True, stable=True)
+    return [by_length[w::workers] for w in range(workers) if len(by_length[w::workers])]
+
+
+class Decoder:
+    """A backend plus the input checks and (on CPU) a process pool over utterances."""
+
+    def __init__(
+        self, backend: str, beam: int, blank: int, num_classes: int | None, workers: int, prune_top_k: int | None
+    ):
+        self.name = backend
+        self.beam, self.blank, self.num_classes = beam, blank, num_classes
+        self.workers, self.prune_top_k = workers, prune_top_k
+        self._in_process = None
+        self._pool = None
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        if self.num_classes is None:
+            self.num_classes = log_probs.shape[-1]
+        check_decoder_inputs(log_probs, lengths, self.num_classes, self.blank)
+        if log_probs.shape[0] == 0:
+            return []
+        # ctcdecode parallelises itself; on a GPU the batch already runs in parallel.
+        if self.workers <= 1 or self.name in ("greedy", "ctcdecode") or log_probs.is_cuda:
+            return self._decode_here(log_probs, lengths)
+        return self._decode_in_pool(log_probs, lengths)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _spec(self) -> tuple:
+        return (self.name, self.beam, self.blank, self.num_classes, self.prune_top_k)
+
+    def _decode_here(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        if self._in_process is None:
+            self._in_process = _chunk_decoder(*self._spec(), self.workers)
+        return self._in_process(log_probs, lengths)
+
+    def _decode_in_pool(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self._spec(),))
+        chunks = _split_for_workers(lengths, self.workers)
+        log_probs, lengths = log_probs.detach().cpu(), lengths.cpu().long()
+        payloads = []
+        for indices in chunks:
+            chunk_lengths = lengths[indices]
+            longest = int(chunk_lengths.max())
+            payloads.append((log_probs[indices, :longest].float().numpy(), chunk_lengths.numpy()))
+        hypotheses: list[list[int]] = [[] for _ in range(len(lengths))]
+        for indices, chunk_hypotheses in zip(chunks, self._pool.map(_decode_in_worker, payloads)):
+            for index, hypothesis in zip(indices.tolist(), chunk_hypotheses):
+                hypotheses[index] = hypothesis
+        return hypotheses
+
+
+def make_decoder(
+    backend: str,
+    beam: int,
+    blank: int = 0,
+    num_classes: int | None = None,
+    workers: int = 1,
+    prune_top_k: int | None = DEFAULT_PRUNE_TOP_K,
+) -> Decoder:
+    """A CTC decoder; raises ValueError for an unknown or missing backend or a bad blank/vocabulary/beam."""
+    _resolve_backend(backend)
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if num_classes is not None and not 0 <= blank < num_classes:
+        raise ValueError(f"blank index {blank} is outside 0..{num_classes - 1} for a vocabulary of {num_classes}")
+    if num_classes is None and blank < 0:
+        raise ValueError(f"blank index must be >= 0, got {blank}")
+    return Decoder(backend, beam, blank, num_classes, workers, prune_top_k)

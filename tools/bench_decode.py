@@ -1,0 +1,104 @@
+"""Benchmark the CTC decoders on the same synthetic log-probs: speed and search quality.
+
+    .venv/bin/python tools/bench_decode.py            # 64 utterances, 200-800 frames (about a minute)
+    .venv/bin/python tools/bench_decode.py --full     # DESIGN.md's set: 256 utterances, 200-1600 frames
+    .venv/bin/python tools/bench_decode.py --full --workers 2 --beam 20 --hardness 2
+
+Search quality is measured exactly: the CTC log-likelihood log p(hypothesis | x) of each backend's answer
+(torch ctc_loss, float64). "Δ log p" is its mean gain over greedy's answer; "search errors" counts utterances
+where a backend's answer is less probable than the best answer any backend found.
+
+Measured 2026-11-22 on the dev box (2 cores shared with other jobs, load ~3.8, so wall times are noisy;
+ctcdecode not importable), `--full`, beam 20, 2 workers:
+
+    hardness 1 (default)  wall s  utts/s  Δ log p vs greedy  search errors
+    greedy                  0.37   691.0             +0.000        256/256
+    asrpipe                 6.29    40.7             +9.380         98/256
+    ctc-beam-decoder        9.08    28.2             +9.698         62/256   -> asrpipe 1.44x faster
+                                                                             (1.73x in an earlier run)
+    hardness 0.5
+    asrpipe                 7.12    36.0             +4.217         54/256
+    ctc-beam-decoder        8.60    29.8             +4.325         50/256   -> asrpipe 1.21x faster
+
+On these synthetic outputs ranking prefixes by p_blank+p_nonblank (ctcdecode, ours) does NOT beat
+ctc-beam-decoder's separate entries: the beam fills with variants of earlier ambiguities, and which
+alignments of the eventual winner survive decides the answer. DESIGN.md's table (ctcdecode +0.92 vs
+ctc-beam-decoder +0.39) came from a different synthetic set.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pipeline.decoding.ctc import available_backends, ctc_log_likelihood, make_decoder
+from pipeline.decoding.ctc_synthetic import synthetic_ctc_batch
+
+SEARCH_ERROR_TOLERANCE = 1e-6
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="256 utterances of 200-1600 frames (DESIGN.md)")
+    parser.add_argument("--utterances", type=int, default=64)
+    parser.add_argument("--min-frames", type=int, default=200)
+    parser.add_argument("--max-frames", type=int, default=800)
+    parser.add_argument("--classes", type=int, default=41, help="vocabulary including blank")
+    parser.add_argument("--beam", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--prune-top-k", type=int, default=40, help="our search: tokens extended per frame")
+    parser.add_argument("--hardness", type=float, default=1.0, help="scales the number of ambiguous frames")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backends", default=",".join(available_backends()))
+    args = parser.parse_args()
+    if args.full:
+        args.utterances, args.min_frames, args.max_frames = 256, 200, 1600
+    return args
+
+
+def run_backend(name: str, args: argparse.Namespace, log_probs: torch.Tensor, lengths: torch.Tensor):
+    decoder = make_decoder(
+        name, beam=args.beam, num_classes=args.classes, workers=args.workers, prune_top_k=args.prune_top_k
+    )
+    decoder.decode(log_probs[:2], lengths[:2])  # start the worker pool outside the timing
+    start = time.perf_counter()
+    hypotheses = decoder.decode(log_probs, lengths)
+    seconds = time.perf_counter() - start
+    close = getattr(decoder, "close", None)
+    if close:
+        close()
+    return hypotheses, seconds
+
+
+def main() -> None:
+    args = parse_args()
+    log_probs, lengths = synthetic_ctc_batch(
+        args.utterances, args.min_frames, args.max_frames, args.classes, seed=args.seed, hardness=args.hardness
+    )
+    print(
+        f"{args.utterances} utterances, {args.min_frames}-{args.max_frames} frames ({int(lengths.sum())} total), "
+        f"{args.classes} classes, beam {args.beam}, {args.workers} workers, torch threads {torch.get_num_threads()}"
+    )
+    backends = [name for name in args.backends.split(",") if name]
+    if "greedy" not in backends:
+        backends.insert(0, "greedy")
+    results = {name: run_backend(name, args, log_probs, lengths) for name in backends}
+    scores = {name: ctc_log_likelihood(log_probs, lengths, hyps) for name, (hyps, _) in results.items()}
+    best = torch.stack(list(scores.values())).max(dim=0).values
+
+    print(f"{'backend':<18} {'wall s':>8} {'utts/s':>8} {'Δ log p vs greedy':>18} {'search errors':>14}")
+    for name, (_, seconds) in results.items():
+        gain = float((scores[name] - scores["greedy"]).mean())
+        errors = int((scores[name] < best - SEARCH_ERROR_TOLERANCE).sum())
+        print(
+            f"{name:<18} {seconds:>8.2f} {args.utterances / seconds:>8.1f} {gain:>+18.3f} "
+            f"{errors:>10d}/{args.utterances}"
+        )
+    if "asrpipe" in results and "ctc-beam-decoder" in results:
+        ratio = results["ctc-beam-decoder"][1] / results["asrpipe"][1]
+        print(f"asrpipe speed / ctc-beam-decoder speed: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
