@@ -26,7 +26,7 @@ class UtteranceDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.array(self.store.features(i), dtype=np.float32))
-        y = torch.from_numpy(self.store.labels(i)) if self.store.has_labels else torch.zeros(0, dtype=torch.long)
+        y = torch.from_numpy(np.array(self.store.labels(i))) if self.store.has_labels else torch.zeros(0, dtype=torch.long)
         return x, y
 
 

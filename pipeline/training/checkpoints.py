@@ -1,8 +1,11 @@
 """Checkpoints: atomic writes, last.pt for resuming, top-k by dev metric with an index.json.
 
     out_dir/checkpoints/last.pt                 every epoch: model + optimizer/scheduler/scaler/RNG states
-    out_dir/checkpoints/epoch012-lev3.41.pt     the k best by dev metric (lower is better); model only
-    out_dir/checkpoints/index.json              {"metric", "keep_top_k", "checkpoints": [{"file", "epoch", "dev_lev"}, …] best first, "last"}
+    out_dir/checkpoints/epoch012-lev3.41.pt     the k best by dev metric (lower is better) and the keep_last most
+                                                recent epochs; model only
+    out_dir/checkpoints/index.json              {"metric", "keep_top_k", "keep_last",
+                                                 "checkpoints": [{"file", "epoch", "dev_lev"}, …] best first,
+                                                 "recent": […] oldest first, "last": "last.pt"}
 """
 from __future__ import annotations
 
@@ -53,39 +56,45 @@ def load_model(checkpoint_path: str | Path) -> torch.nn.Module:
 
 
 class TopKKeeper:
-    """Keeps the k checkpoints with the lowest dev metric; ties go to the earlier epoch."""
+    """Keeps the k checkpoints with the lowest dev metric (ties: the earlier epoch) and the `keep_last` most recent
+    ones (for checkpoint averaging); a file in both lists is stored once."""
 
-    def __init__(self, directory: Path, k: int):
-        self.directory, self.k = directory, k
+    def __init__(self, directory: Path, k: int, keep_last: int = 0):
+        self.directory, self.k, self.keep_last = directory, k, keep_last
         self.directory.mkdir(parents=True, exist_ok=True)
         self.index_path = directory / "index.json"
-        self.entries: list[dict] = []
+        self.entries: list[dict] = []   # top-k, best first
+        self.recent: list[dict] = []    # oldest first
         if self.index_path.exists():
-            self.entries = [e for e in json.loads(self.index_path.read_text())["checkpoints"]
-                            if (directory / e["file"]).exists()]
+            index = json.loads(self.index_path.read_text())
+            exists = lambda e: (directory / e["file"]).exists()  # noqa: E731
+            self.entries = [e for e in index["checkpoints"] if exists(e)]
+            self.recent = [e for e in index.get("recent", []) if exists(e)]
 
     def drop_after(self, epoch: int) -> None:
         """Forget (and delete) checkpoints from epochs a resumed run is about to redo."""
-        for e in [e for e in self.entries if e["epoch"] > epoch]:
-            (self.directory / e["file"]).unlink(missing_ok=True)
-            self.entries.remove(e)
+        self.entries = [e for e in self.entries if e["epoch"] <= epoch]
+        self.recent = [e for e in self.recent if e["epoch"] <= epoch]
+        self._delete_unreferenced()
         self._write_index()
 
     def would_keep(self, value: float, epoch: int) -> bool:
         ranked = sorted(self.entries + [{"epoch": epoch, METRIC: value}], key=lambda e: (e[METRIC], e["epoch"]))
         return self.k > 0 and any(e["epoch"] == epoch for e in ranked[: self.k])
 
-    def offer(self, checkpoint: dict, value: float, epoch: int) -> str | None:
-        """Save the checkpoint if it ranks in the top k; delete the one it displaces. Returns the file name kept."""
-        if not self.would_keep(value, epoch):
+    def offer(self, checkpoint: dict, value: float | None, epoch: int) -> str | None:
+        """Save the checkpoint if it ranks in the top k or is among the last `keep_last`; returns the file kept."""
+        in_top_k = value is not None and self.would_keep(value, epoch)
+        if not in_top_k and self.keep_last <= 0:
             return None
-        name = f"epoch{epoch:03d}-lev{value:.2f}.pt"
+        name = f"epoch{epoch:03d}-lev{value:.2f}.pt" if value is not None else f"epoch{epoch:03d}.pt"
         atomic_torch_save(checkpoint, self.directory / name)
-        self.entries.append({"file": name, "epoch": epoch, METRIC: value})
-        self.entries.sort(key=lambda e: (e[METRIC], e["epoch"]))
-        for gone in self.entries[self.k :]:
-            (self.directory / gone["file"]).unlink(missing_ok=True)
-        self.entries = self.entries[: self.k]
+        entry = {"file": name, "epoch": epoch, METRIC: value}
+        if in_top_k:
+            self.entries = sorted(self.entries + [entry], key=lambda e: (e[METRIC], e["epoch"]))[: self.k]
+        if self.keep_last > 0:
+            self.recent = (self.recent + [entry])[-self.keep_last :]
+        self._delete_unreferenced()
         self._write_index()
         return name
 
@@ -93,8 +102,14 @@ class TopKKeeper:
     def best(self) -> dict | None:
         return self.entries[0] if self.entries else None
 
+    def _delete_unreferenced(self) -> None:
+        kept = {e["file"] for e in self.entries + self.recent}
+        for path in self.directory.glob("epoch*.pt"):
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
+
     def _write_index(self) -> None:
         atomic_write_json(self.index_path, {
-            "metric": METRIC, "direction": "min", "keep_top_k": self.k,
-            "checkpoints": self.entries, "last": "last.pt",
+            "metric": METRIC, "direction": "min", "keep_top_k": self.k, "keep_last": self.keep_last,
+            "checkpoints": self.entries, "recent": self.recent, "last": "last.pt",
         })

@@ -56,6 +56,7 @@ class CTCTrainConfig(BaseModel):
     grad_clip: float | None = 5.0             # max grad norm; None = off
     specaugment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
     keep_top_k: int = 3
+    keep_last: int = 0                        # also keep the last N epochs' weights (for checkpoint averaging)
     seed: int = 11785
     num_workers: int = 0
     eval_every: int = 1                       # epochs; the last epoch is always evaluated
@@ -220,12 +221,13 @@ class Console:
         if self.progress:
             self.progress.update(self.batches_task, advance=1, info=f"loss {loss:.3f}")
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, epoch_done: bool = False) -> None:
         if not self.enabled:
             return
         if self.progress:
             self.progress.console.print(text)
-            self.progress.advance(self.epochs_task)
+            if epoch_done:
+                self.progress.advance(self.epochs_task)
         else:
             print(text, flush=True)
 
@@ -271,7 +273,7 @@ def train_ctc(model_cfg: CTCRNNConfig, train_cfg: CTCTrainConfig, train_store, d
     schedule = LRSchedule(cfg.scheduler, optimizer, steps_per_epoch=math.ceil(np.mean([len(p) for p in plans])),
                           total_steps=sum(len(p) for p in plans))
 
-    keeper = TopKKeeper(ckpt_dir, cfg.keep_top_k) if rt.is_main else None
+    keeper = TopKKeeper(ckpt_dir, cfg.keep_top_k, cfg.keep_last) if rt.is_main else None
     history, start_epoch, train_seconds, wandb_id = [], 1, 0.0, None
     last_path = ckpt_dir / "last.pt"
     rt.barrier()
@@ -323,7 +325,7 @@ def train_ctc(model_cfg: CTCRNNConfig, train_cfg: CTCTrainConfig, train_store, d
                 console.batch_done(losses[-1])
             train_loss = float(np.mean(losses)) if losses else float("nan")
             if rt.distributed:
-                mean = torch.tensor([train_loss], dtype=torch.float64)
+                mean = torch.tensor([train_loss], dtype=torch.float64, device=rt.device)
                 torch_dist.all_reduce(mean)
                 train_loss = mean.item() / rt.world_size
 
@@ -341,7 +343,7 @@ def train_ctc(model_cfg: CTCRNNConfig, train_cfg: CTCTrainConfig, train_store, d
                            train_seconds, tracker.run_id)
                 tracker.log({"train/loss": train_loss, "dev/loss": dev["dev_loss"], "dev/lev": dev["dev_lev"],
                              "lr": row["lr"], "epoch_seconds": row["seconds"]}, step=epoch)
-                console.line(epoch_summary(row, cfg.epochs))
+                console.line(epoch_summary(row, cfg.epochs), epoch_done=True)
             rt.barrier()
     finally:
         console.close()
@@ -357,8 +359,7 @@ def train_ctc(model_cfg: CTCRNNConfig, train_cfg: CTCTrainConfig, train_store, d
 def save_epoch(model, model_cfg, cfg, optimizer, schedule, scaler, keeper, row, history, out_dir, train_seconds,
                wandb_id) -> None:
     metrics = {k: row[k] for k in ("train_loss", "dev_loss", "dev_lev")}
-    if row["dev_lev"] is not None:
-        keeper.offer(model_checkpoint(model, model_cfg, row["epoch"], metrics), row["dev_lev"], row["epoch"])
+    keeper.offer(model_checkpoint(model, model_cfg, row["epoch"], metrics), row["dev_lev"], row["epoch"])
     last = model_checkpoint(model, model_cfg, row["epoch"], metrics)
     last.update(train_config=cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                 scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id)

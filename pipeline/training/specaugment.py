@@ -46,10 +46,11 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, cfg: SpecAugmentConfig,
     B, T, F = x.shape
     lengths = lengths.cpu()
     keep = torch.ones(B, T, F, dtype=torch.bool)
+    real = torch.arange(T)[None, :] < lengths[:, None]
     if cfg.freq_mask > 0 and cfg.n_freq > 0:
         chosen = torch.rand(B, generator=gen) < cfg.p_freq
         bands = _band_masks(cfg.n_freq, cfg.freq_mask, torch.full((B,), F), F, gen) & chosen[:, None]
-        keep &= ~bands[:, None, :]
+        keep &= ~(bands[:, None, :] & real[:, :, None])
     if cfg.time_mask > 0 and cfg.n_time > 0:
         chosen = torch.rand(B, generator=gen) < cfg.p_time
         spans = _band_masks(cfg.n_time, cfg.time_mask, lengths, T, gen) & chosen[:, None]
