@@ -42,10 +42,9 @@ class SubmitConfig(Section):
 
 
 def section_schemas(family: str) -> dict[str, type[BaseModel]]:
-    """The recipe schema of a task family (imports its model module, hence torch, only when called)."""
+    """The recipe schema of a task family (torch-free, so reading a recipe stays fast)."""
     if family == "hw3p2":
-        from pipeline.models.ctc_rnn import CTCRNNConfig
-        from pipeline.training.ctc_trainer import CTCTrainConfig
+        from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
 
         return {"normalize": NormalizeConfig, "model": CTCRNNConfig, "train": CTCTrainConfig,
                 "select": SelectConfig, "decode": DecodeConfig, "submit": SubmitConfig}

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ast
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import platform
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from pipeline.tasks.profiles import Profile
 
 DONE = ".done"
 MANIFEST = "manifest.json"
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 class EngineError(AsrpipeError, RuntimeError):
@@ -92,10 +92,7 @@ _code_cache: dict[str, str] = {}
 def code_version(module: str) -> str:
     """Hash of a module's (or package's) syntax tree, so comments and formatting do not invalidate outputs."""
     if module not in _code_cache:
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise EngineError(f"stage code module {module!r} not found")
-        origin = Path(spec.origin)
+        origin = _module_file(module)
         files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
         digest = hashlib.sha256()
         for path in files:
@@ -103,6 +100,16 @@ def code_version(module: str) -> str:
             digest.update(ast.dump(ast.parse(path.read_text())).encode())
         _code_cache[module] = digest.hexdigest()[:16]
     return _code_cache[module]
+
+
+def _module_file(module: str) -> Path:
+    """A module's source file, found without importing it (find_spec would import its parent packages)."""
+    relative = Path(*module.split("."))
+    for entry in [Path(__file__).resolve().parent.parent, *map(Path, sys.path)]:
+        for candidate in (entry / relative.with_suffix(".py"), entry / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    raise EngineError(f"stage code module {module!r} not found")
 
 
 def stage_key(name: str, params: dict, upstream: dict[str, str], code: dict[str, str]) -> str:
@@ -309,8 +316,6 @@ class Pipeline:
         return artifact
 
     def _manifest(self, planned: Planned, metrics: dict, started: float, seconds: float) -> dict:
-        import sys
-
         return {
             "stage": planned.stage.name,
             "competition": self.profile.name,

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 
 from pipeline import engine
 from pipeline.engine import DONE, EngineError
-from tests import toy_stages
 from tests.toy_stages import CALLS, toy_pipeline
 
 RECIPE = {"a": {"x": 1}, "b": {"y": 1}, "c": {"z": 1}}

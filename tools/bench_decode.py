@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hardness", type=float, default=1.0, help="scales the number of ambiguous frames")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", default=",".join(available_backends()))
+    parser.add_argument("--logprobs", help="a decode-stage cache file (artifacts/<task>/logprobs/<key>/dev.pt): "
+                                           "benchmark on a real model's outputs instead of synthetic ones")
     args = parser.parse_args()
     if args.full:
         args.utterances, args.min_frames, args.max_frames = 256, 200, 1600
@@ -73,9 +75,16 @@ def run_backend(name: str, args: argparse.Namespace, log_probs: torch.Tensor, le
 
 def main() -> None:
     args = parse_args()
-    log_probs, lengths = synthetic_ctc_batch(
-        args.utterances, args.min_frames, args.max_frames, args.classes, seed=args.seed, hardness=args.hardness
-    )
+    if args.logprobs:
+        per_utterance = torch.load(args.logprobs)
+        lengths = torch.tensor([len(x) for x in per_utterance])
+        log_probs = torch.nn.utils.rnn.pad_sequence(per_utterance, batch_first=True)
+        args.utterances, args.classes = len(per_utterance), log_probs.shape[-1]
+        args.min_frames, args.max_frames = int(lengths.min()), int(lengths.max())
+    else:
+        log_probs, lengths = synthetic_ctc_batch(
+            args.utterances, args.min_frames, args.max_frames, args.classes, seed=args.seed, hardness=args.hardness
+        )
     print(
         f"{args.utterances} utterances, {args.min_frames}-{args.max_frames} frames ({int(lengths.sum())} total), "
         f"{args.classes} classes, beam {args.beam}, {args.workers} workers, torch threads {torch.get_num_threads()}"

@@ -22,7 +22,6 @@ first, so frame t only touches the utterances that are still running, and paddin
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 NEG_INF = float("-inf")

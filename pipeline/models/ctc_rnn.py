@@ -13,45 +13,13 @@ batch (eval mode), and the head's BatchNorm sees real frames only.
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, model_validator
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-
-class CTCRNNConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    input_dim: int = 28                 # MFCC dim: 13 (S22), 15 (F22), 27 (S23/S24), 28 (F23+)
-    num_classes: int = 41               # CTC outputs incl. blank at index 0
-    # embedding
-    embed: Literal["conv", "resnet"] = "resnet"
-    embed_channels: int = 256
-    embed_layers: int = 2               # conv layers ("conv") or BasicBlocks after a stem conv ("resnet")
-    kernel_size: int = 3
-    downsample: int = 1                 # stride-2 layers: time factor 1 / 2 / 4 ...
-    embed_dropout: float = 0.3
-    # recurrent
-    lstm_hidden: int = 256
-    lstm_layers: int = 4
-    lstm_dropout: float = 0.3           # between LSTM layers
-    # head
-    head_hidden: int = 2048
-    head_activation: Literal["gelu", "relu"] = "gelu"
-    head_norm: bool = True
-    head_dropout: float = 0.4
-    init: Literal["default", "kaiming"] = "default"
-
-    @model_validator(mode="after")
-    def _check(self) -> "CTCRNNConfig":
-        if self.downsample > self.embed_layers:
-            raise ValueError(f"downsample={self.downsample} needs at least as many embed_layers (got {self.embed_layers})")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (got {self.kernel_size})")
-        return self
+from pipeline.tasks.hw3p2_recipe import CTCRNNConfig
 
 
 def strided_length(lengths: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ Levenshtein side by side in the manifest. Outputs: `test_hypotheses.json`, `dev_
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -19,47 +19,27 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import Levenshtein
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import DataLoader
 
 from pipeline.data.store import FeatureStore
-from pipeline.models.ctc_rnn import CTCRNNConfig, build_model, count_parameters
+from pipeline.decoding.ctc_greedy import greedy_decode
+from pipeline.models.ctc_rnn import build_model, count_parameters
+from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
 from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches, shard
 from pipeline.training.checkpoints import (
     TopKKeeper, atomic_torch_save, atomic_write_json, load_checkpoint, model_checkpoint,
 )
-from pipeline.training.schedules import LRSchedule, SchedulerConfig, build_optimizer
-from pipeline.training.specaugment import SpecAugmentConfig, spec_augment
+from pipeline.training.schedules import LRSchedule, build_optimizer
+from pipeline.training.specaugment import spec_augment
 from pipeline.training.tracking import Tracker
 
 BLANK = 0
-
-
-class CTCTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = 50
-    batch_size: int = 64
-    max_frames_per_batch: int | None = None   # cap on padded frames per batch (OOM guard for long utterances)
-    eval_batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    grad_clip: float | None = 5.0             # max grad norm; None = off
-    specaugment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
-    keep_top_k: int = 3
-    keep_last: int = 0                        # also keep the last N epochs' weights (for checkpoint averaging)
-    seed: int = 11785
-    num_workers: int = 0
-    eval_every: int = 1                       # epochs; the last epoch is always evaluated
 
 
 # ---- runtime context -----------------------------------------------------------------------------------------------
@@ -136,15 +116,6 @@ def train_step(model, batch, optimizer, scaler, cfg: CTCTrainConfig, rt: Runtime
     scaler.step(optimizer)
     scaler.update()
     return loss.item()
-
-
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path: argmax per frame, merge repeats, drop blanks."""
-    best = log_probs.argmax(dim=-1).cpu()
-    lengths = lengths.cpu()
-    keep = best != BLANK
-    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
-    return [best[i, : lengths[i]][keep[i, : lengths[i]]].tolist() for i in range(len(best))]
 
 
 def as_string(indices) -> str:

@@ -7,22 +7,11 @@ The LR moves every optimizer step (a 10-epoch CPU demo needs a smooth warmup, no
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, ReduceLROnPlateau, SequentialLR
 
-
-class SchedulerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Literal["cosine", "plateau", "none"] = "cosine"
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.05
-    min_lr: float = 1e-5
-    factor: float = 0.5        # plateau
-    patience: int = 2          # plateau, in evaluated epochs
+from pipeline.tasks.hw3p2_recipe import SchedulerConfig
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -7,23 +7,8 @@ set to 0. 0 is the mean of CMVN-normalized features. Padding is never touched.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
-
-class SpecAugmentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    freq_mask: int = 0   # max band width (features); 0 = off
-    time_mask: int = 0   # max span width (frames); 0 = off
-    n_freq: int = 1
-    n_time: int = 1
-    p_freq: float = 1.0
-    p_time: float = 1.0
-
-    @property
-    def enabled(self) -> bool:
-        return (self.freq_mask > 0 and self.n_freq > 0 and self.p_freq > 0) or (
-            self.time_mask > 0 and self.n_time > 0 and self.p_time > 0)
+from pipeline.tasks.hw3p2_recipe import SpecAugmentConfig
 
 
 def _band_masks(n_masks: int, max_width: int, extent: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:

@@ -49,12 +49,16 @@ class Tracker:
         self.run = None
         if self.mode == "off":
             return
+        os.environ.setdefault("WANDB_SILENT", "true")  # its banner and summary would drown the epoch lines
         import wandb
 
         self.run = wandb.init(
             mode=self.mode, dir=str(out_dir), name=run_name, config=scrub_secrets(run_config),
             id=resume_id, resume="allow" if resume_id else None,
         )
+        where = getattr(self.run, "dir", out_dir)
+        hint = f"; upload later with: wandb sync {Path(where).parent}" if self.mode == "offline" else ""
+        print(f"W&B {self.mode} run {self.run.id}{hint}", flush=True)
 
     @property
     def run_id(self) -> str | None:
