@@ -8,7 +8,8 @@ VENV ?= .venv
 TASK ?= demo-hw3p2
 BEAM ?=
 SET ?=
-# With no GPU, pin the local CPU wheel: a bare "torch" would pull several GB of CUDA packages.
+# With no GPU, pin the version these machines hold as a local CPU wheel (pip's find-links); elsewhere point pip at
+# a CPU wheel index yourself or set TORCH_SPEC. An existing torch in the venv is never replaced.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 PYTEST_ARGS ?=
 
@@ -51,4 +52,4 @@ $(STAGES): $(STAMP)
 	$(ASRPIPE) $@ $(STAGE_ARGS)
 
 clean-artifacts: ## delete every stage output (the ledger in submissions/ is kept)
-	rm -rf artifacts/*/
+	rm -rf "$${ASRPIPE_ARTIFACTS:-artifacts}"/*/

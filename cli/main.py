@@ -10,6 +10,7 @@ This module stays thin and imports nothing heavy at start-up (`asrpipe --help` n
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -175,7 +176,8 @@ def submit(task: Task, config: Config = None, sets: Sets = None, force: Force = 
            artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Score the CSV (local judge for demo competitions) and append a row to submissions/ledger.csv."""
     if csv_file is None:
-        run_stage("submit", task, config, [*(sets or []), *([f"submit.message={message}"] if message else [])],
+        quoted = [f"submit.message={json.dumps(message)}"] if message else []  # a JSON string is a YAML string
+        run_stage("submit", task, config, [*(sets or []), *quoted],
                   force, artifacts, submissions)
         return
 

@@ -65,8 +65,12 @@ def recipe_path(family: str, name: str) -> Path:
 
 
 def parse_value(text: str) -> Any:
-    value = yaml.safe_load(text) if text.strip() else ""
-    if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text.strip()
+    quoted = text.strip()[:1] in ("'", '"')
+    if isinstance(value, str) and not quoted:  # YAML 1.1 reads 3e-3 as a string
         for cast in (int, float):
             try:
                 return cast(value)
@@ -108,6 +112,8 @@ def load_recipe(family: str, name: str, overrides: list[str] | tuple[str, ...] =
     path = recipe_path(family, name)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as a YAML recipe ({exc.__class__.__name__})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict):

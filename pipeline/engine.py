@@ -2,12 +2,13 @@
 
 A stage's key = sha256 of (its resolved params, the keys of its upstream stages, the code version of its modules).
 Its output lives in `artifacts/<competition>/<stage>/<readable-params>-<key8>/` with `manifest.json` and, written
-last, the completion marker `.done`. A stage whose key has a complete directory is fresh: running it is a no-op.
-A directory without the marker is an interrupted run: resumable stages (train) continue in it, others start over.
+last, the completion marker `.done` (which holds a run id). A stage is fresh when its key has a complete directory
+AND the upstream runs it was computed from are still the current ones (a `--force`d upstream makes it stale):
+running a fresh stage is a no-op. A directory without the marker is an interrupted run: resumable stages (train)
+continue in it, others start over.
 """
 from __future__ import annotations
 
-import ast
 import fcntl
 import hashlib
 import json
@@ -18,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import time
+import tokenize
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +59,14 @@ class Artifact:
     @property
     def complete(self) -> bool:
         return (self.dir / DONE).exists()
+
+    @property
+    def run_id(self) -> str | None:
+        """Identifies one completed computation of this key (a forced recompute gets a new one)."""
+        try:
+            return json.loads((self.dir / DONE).read_text())["run"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     @property
     def manifest(self) -> dict:
@@ -97,9 +108,16 @@ def code_version(module: str) -> str:
         digest = hashlib.sha256()
         for path in files:
             digest.update(str(path.relative_to(origin.parent)).encode())
-            digest.update(ast.dump(ast.parse(path.read_text())).encode())
+            digest.update(_code_tokens(path).encode())
         _code_cache[module] = digest.hexdigest()[:16]
     return _code_cache[module]
+
+
+def _code_tokens(path: Path) -> str:
+    """The token stream without comments and blank lines: stable across Python versions and reformatting."""
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
+    with open(path, "rb") as handle:
+        return "\x1f".join(f"{t.type}:{t.string}" for t in tokenize.tokenize(handle.readline) if t.type not in skip)
 
 
 def _module_file(module: str) -> Path:
@@ -131,9 +149,21 @@ def git_sha() -> str | None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """tmp + fsync + rename: a reader sees the old file or the whole new one, even after a power cut."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def discard(folder: Path) -> None:
+    """Remove a stage directory so that no half-deleted state can look complete: rename first, then delete."""
+    if folder.exists():
+        trash = folder.with_name(f"{folder.name}.trash-{os.getpid()}")
+        os.replace(folder, trash)
+        shutil.rmtree(trash)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -217,7 +247,10 @@ class Pipeline:
 
     def _state(self, planned: Planned, states: dict[str, str]) -> tuple[str, str]:
         if planned.artifact.complete:
-            return "fresh", "output complete for the current inputs"
+            replaced = self._recomputed_upstream(planned)
+            if not replaced:
+                return "fresh", "output complete for the current inputs"
+            return "stale", f"upstream {', '.join(replaced)} was recomputed since (--force)"
         if planned.dir.exists():
             how = "will resume" if planned.stage.resumable else "will restart"
             return "incomplete", f"an interrupted run with these inputs ({how})"
@@ -227,6 +260,16 @@ class Pipeline:
             reason = "never run" + (f"; upstream {', '.join(not_fresh)} not fresh" if not_fresh else "")
             return "missing", reason
         return "stale", self._why_changed(planned, previous, not_fresh)
+
+    def _recomputed_upstream(self, planned: Planned) -> list[str]:
+        """Upstream stages whose current run is not the one this output was computed from."""
+        recorded = planned.artifact.manifest.get("upstream", {}) if (planned.dir / MANIFEST).exists() else {}
+        return [name for name in planned.stage.upstream
+                if recorded.get(name, {}).get("run") != self.plan[name].artifact.run_id]
+
+    def is_fresh(self, name: str) -> bool:
+        planned = self.plan[name]
+        return planned.artifact.complete and not self._recomputed_upstream(planned)
 
     def _latest_complete(self, stage: str) -> dict | None:
         folder = self.artifacts_root / self.profile.name / stage
@@ -254,12 +297,14 @@ class Pipeline:
     # ---- running --------------------------------------------------------------------------------------------
     def run(self, start: str | None = None, stop: str | None = None, only: str | None = None,
             force: bool = False) -> dict[str, Artifact]:
+        if only and (start or stop):
+            raise EngineError("--only runs one stage; it does not combine with --from/--to")
         selected = self.select(start, stop, only)
         needed = {a for name in selected for a in self._ancestors(name)} - set(selected)
         for name in self.names():
-            if name in needed and not self.plan[name].artifact.complete:
+            if name in needed and not self.is_fresh(name):
                 raise EngineError(
-                    f"stage {name} has no complete output for these inputs; run it first "
+                    f"stage {name} has no fresh output for these inputs; run it first "
                     f"(asrpipe run --task {self.profile.name} --to {name})")
         done: dict[str, Artifact] = {}
         for name in selected:
@@ -287,16 +332,16 @@ class Pipeline:
     def _run_stage(self, planned: Planned, force: bool) -> Artifact:
         artifact = planned.artifact
         shown = _display(planned.dir)
-        if artifact.complete and not force:
+        if self.is_fresh(planned.stage.name) and not force:
             console.print(f"[green]fresh[/]  {planned.stage.name:<9} {shown}")
             return artifact
         planned.dir.parent.mkdir(parents=True, exist_ok=True)
         with _lock(planned.dir.with_name(planned.dir.name + ".lock")):
-            if artifact.complete and not force:  # another process finished it while we waited
+            if self.is_fresh(planned.stage.name) and not force:  # another process finished it while we waited
                 console.print(f"[green]fresh[/]  {planned.stage.name:<9} {shown}")
                 return artifact
-            if planned.dir.exists() and (force or not planned.stage.resumable):
-                shutil.rmtree(planned.dir)
+            if artifact.complete or (planned.dir.exists() and not planned.stage.resumable):
+                discard(planned.dir)  # forced, computed from replaced upstream runs, or interrupted and not resumable
             resuming = planned.dir.exists()
             planned.dir.mkdir(parents=True, exist_ok=True)
             console.print(f"[yellow]{'resume' if resuming else 'run'}[/]    {planned.stage.name:<9} {shown}")
@@ -308,20 +353,23 @@ class Pipeline:
             started = time.time()
             metrics = planned.stage.run(run) or {}
             seconds = time.time() - started
-            write_json_atomic(planned.dir / MANIFEST, self._manifest(planned, metrics, started, seconds))
-            (planned.dir / DONE).write_text(planned.key + "\n")
+            run_id = uuid.uuid4().hex
+            write_json_atomic(planned.dir / MANIFEST, self._manifest(planned, metrics, started, seconds, run_id))
+            write_json_atomic(planned.dir / DONE, {"key": planned.key, "run": run_id})
         scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str)) and len(str(v)) < 40]
         summary = ", ".join(f"{k}={_short(v)}" for k, v in scalars[:4])
         console.print(f"[green]done[/]   {planned.stage.name:<9} {seconds:.1f} s  {summary}")
         return artifact
 
-    def _manifest(self, planned: Planned, metrics: dict, started: float, seconds: float) -> dict:
+    def _manifest(self, planned: Planned, metrics: dict, started: float, seconds: float, run_id: str) -> dict:
         return {
             "stage": planned.stage.name,
             "competition": self.profile.name,
             "key": planned.key,
+            "run": run_id,
             "params": planned.params,
-            "upstream": {name: {"key": key, "dir": str(self.plan[name].dir)} for name, key in planned.upstream.items()},
+            "upstream": {name: {"key": key, "run": self.plan[name].artifact.run_id, "dir": str(self.plan[name].dir)}
+                         for name, key in planned.upstream.items()},
             "code": planned.code,
             "metrics": metrics,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import os
 import time
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def append_ledger(submissions_root: Path, row: dict) -> Path:
     values["time"] = values["time"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with open(path, "a", newline="") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        if handle.tell() == 0:
+        if handle.seek(0, os.SEEK_END) == 0:  # the size now, under the lock, not when the file was opened
             csv.writer(handle).writerow(LEDGER_COLUMNS)
         csv.writer(handle).writerow([values[c] for c in LEDGER_COLUMNS])
         handle.flush()

@@ -135,3 +135,23 @@ def test_store_validation_names_the_file(tmp_path):
     (store_dir / "meta.json").write_text(json.dumps({**meta, "symbols": ["", "a"]}))
     with pytest.raises(StoreError, match="labels.npy: label index outside"):
         FeatureStore.open(store_dir)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x93NUMPY garbage"])
+def test_unreadable_npy_is_one_line(tmp_path, payload):
+    path = tmp_path / "broken.npy"
+    path.write_bytes(payload)
+    for read in (lambda: read_features(path, 28), lambda: read_transcript(path, ("[SOS]", "[EOS]"))):
+        with pytest.raises(DataError, match="not a readable .npy array") as error:
+            read()
+        assert str(path) in str(error.value)
+
+
+def test_truncated_feature_file_is_one_line(tmp_path):
+    from pipeline.data.kaggle_layout import feature_length
+
+    path = tmp_path / "cut.npy"
+    np.save(path, np.zeros((100, 28), np.float32))
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError, match="not a readable .npy array"):
+        feature_length(path, 28)

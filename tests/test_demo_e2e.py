@@ -49,9 +49,14 @@ def stage_states(output: str) -> dict[str, str]:
             if m.group(1) != "done"}
 
 
+def make(*targets: str, env: dict) -> str:
+    """The repo's Makefile, pointed at the environment running these tests (no second venv)."""
+    return sh(["make", *targets, f"VENV={Path(sys.prefix)}"], env)
+
+
 @pytest.fixture(scope="module")
 def demo(env):
-    return sh(["make", "demo"], env)
+    return make("demo", env=env)
 
 
 def test_make_demo_learns_and_submits(demo, env):
@@ -63,7 +68,7 @@ def test_make_demo_learns_and_submits(demo, env):
 
 
 def test_second_make_demo_is_all_fresh(demo, env):
-    again = sh(["make", "demo"], env)
+    again = make("demo", env=env)
     assert set(stage_states(again).values()) == {"fresh"}
     assert len(read_ledger(Path(env["ASRPIPE_SUBMISSIONS"]))) == 1
 
@@ -84,5 +89,5 @@ def test_ranges_force_and_status(demo, env):
     assert forced == {"decode": "run", "csv": "run", "submit": "run"}
     status = asrpipe("status", "--task", "demo-hw3p2", env=env)
     assert status.count("fresh") >= 7 and "stale" not in status
-    make_decode = stage_states(sh(["make", "decode", "TASK=demo-hw3p2", "BEAM=20"], env))
+    make_decode = stage_states(make("decode", "TASK=demo-hw3p2", "BEAM=20", env=env))
     assert make_decode["decode"] == "fresh"

@@ -43,7 +43,7 @@ def test_output_dir_is_readable_params_plus_key_prefix(tmp_path):
     pipeline.run()
     planned = pipeline.plan["b"]
     assert planned.dir == tmp_path / "artifacts" / "demo-hw3p2" / "b" / f"b-y1-{planned.key[:8]}"
-    assert (planned.dir / DONE).read_text().strip() == planned.key
+    assert json.loads((planned.dir / DONE).read_text())["key"] == planned.key
 
 
 def test_param_change_makes_the_stage_and_downstream_stale_with_reasons(tmp_path):
@@ -84,7 +84,7 @@ def test_missing_when_never_run(tmp_path):
 
 def test_ranges_and_only(tmp_path):
     pipeline = toy_pipeline(tmp_path, RECIPE)
-    with pytest.raises(EngineError, match="stage a has no complete output"):
+    with pytest.raises(EngineError, match="stage a has no fresh output"):
         pipeline.run(only="b")
     pipeline.run(stop="b")
     assert CALLS == ["a", "b"]
@@ -98,12 +98,34 @@ def test_ranges_and_only(tmp_path):
         pipeline.run(start="c", stop="a")
 
 
+def test_forced_upstream_makes_downstream_stale(tmp_path):
+    toy_pipeline(tmp_path, RECIPE).run()
+    pipeline = toy_pipeline(tmp_path, RECIPE)
+    pipeline.run(only="a", force=True)
+    lines = {line.stage: line for line in pipeline.status()}
+    assert lines["a"].state == "fresh"
+    assert lines["b"].state == "stale" and "upstream a was recomputed" in lines["b"].reason
+    assert lines["c"].state == "fresh"  # still consistent with b's current run
+    with pytest.raises(EngineError, match="stage b has no fresh output"):
+        pipeline.run(only="c")
+    CALLS.clear()
+    pipeline.run()
+    assert CALLS == ["b", "c"]
+    assert states(pipeline) == {"a": "fresh", "b": "fresh", "c": "fresh"}
+
+
+def test_only_does_not_combine_with_a_range(tmp_path):
+    with pytest.raises(EngineError, match="does not combine"):
+        toy_pipeline(tmp_path, RECIPE).run(start="a", only="b")
+
+
 def test_manifest_records_inputs_and_rerun_command(tmp_path):
     pipeline = toy_pipeline(tmp_path, RECIPE)
     pipeline.run()
     manifest = json.loads((pipeline.plan["c"].dir / "manifest.json").read_text())
     assert manifest["params"] == {"z": 1}
     assert manifest["upstream"]["b"]["key"] == pipeline.plan["b"].key
+    assert manifest["upstream"]["b"]["run"] == pipeline.plan["b"].artifact.run_id is not None
     assert manifest["code"] == {"tests.toy_stages": engine.code_version("tests.toy_stages")}
     assert manifest["command"] == "asrpipe run --task demo-hw3p2 --only c"
     assert manifest["metrics"]["resumed"] is False

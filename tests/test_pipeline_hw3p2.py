@@ -110,3 +110,16 @@ def test_bad_overrides_are_one_clear_line(override, message):
 def test_numbers_in_overrides_are_parsed():
     recipe = load_recipe("hw3p2", "demo", ("train.lr=3e-3", "train.epochs=7"))
     assert recipe["train"]["lr"] == 0.003 and recipe["train"]["epochs"] == 7
+
+
+@pytest.mark.parametrize("message", ["[v2] lr 3e-3", "note #3", "2024", "yes", 'say "hi"'])
+def test_submit_messages_are_kept_verbatim(message):
+    recipe = load_recipe("hw3p2", "demo", (f"submit.message={json.dumps(message)}",))
+    assert recipe["submit"]["message"] == message
+
+
+def test_unreadable_recipe_is_one_line(tmp_path):
+    folder = tmp_path / "recipe.yaml"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_recipe("hw3p2", str(folder))

@@ -57,9 +57,16 @@ def list_partition(root: Path, name: str, profile: Profile, labelled: bool) -> P
     return Partition(name, features, transcripts)
 
 
+def load_npy(path: Path, **kwargs) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False, **kwargs)
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc.__class__.__name__}: {exc})") from None
+
+
 def feature_length(path: Path, dim: int) -> int:
     """Frames in a feature file, read from the .npy header only (no data loaded)."""
-    shape = np.load(path, mmap_mode="r").shape
+    shape = load_npy(path, mmap_mode="r").shape
     return int(_time_axis_length(path, shape, dim))
 
 
@@ -74,7 +81,7 @@ def _time_axis_length(path: Path, shape: tuple, dim: int) -> int:
 
 
 def read_features(path: Path, dim: int) -> np.ndarray:
-    array = np.load(path)
+    array = load_npy(path)
     _time_axis_length(path, array.shape, dim)
     if array.shape[1] != dim:
         array = array.T
@@ -86,10 +93,7 @@ def read_features(path: Path, dim: int) -> np.ndarray:
 
 
 def read_transcript(path: Path, markers: tuple[str, str]) -> list[str]:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a plain numpy string array ({exc})") from None
+    array = load_npy(path)
     tokens = [str(token) for token in array.reshape(-1).tolist()]
     if len(tokens) < 2 or tokens[0] != markers[0] or tokens[-1] != markers[1]:
         head = tokens[:1] + ["…"] + tokens[-1:] if tokens else []

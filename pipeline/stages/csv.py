@@ -6,7 +6,7 @@ import csv
 import json
 import os
 
-from pipeline.engine import Stage, StageRun, sha256_file
+from pipeline.engine import EngineError, Stage, StageRun, sha256_file
 from pipeline.submission import validate_submission
 from pipeline.tasks.profiles import Profile
 
@@ -34,6 +34,8 @@ def run(run: StageRun) -> dict:
     download = run.inputs["download"]
     sample = download.dir / download.manifest["metrics"]["sample_submission"]
     hypotheses = json.loads((run.inputs["decode"].dir / "test_hypotheses.json").read_text())
+    if hypotheses["ids"] != sorted(hypotheses["ids"]):  # the index column is positional: sorted file names
+        raise EngineError(f"{run.inputs['decode'].dir / 'test_hypotheses.json'}: test ids not in sorted order")
     rows = [(str(i), format_label(tokens, run.params)) for i, tokens in enumerate(hypotheses["tokens"])]
     final = run.out / "submission.csv"
     draft = run.out / "submission.csv.draft"

@@ -6,6 +6,7 @@ Levenshtein side by side in the manifest. Outputs: `test_hypotheses.json`, `dev_
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from pipeline.tasks.profiles import Profile
 
 def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
-    return {"beam": decode["beam"], "backend": decode["backend"], "prune_top_k": decode["prune_top_k"]}
+    return {"beam": decode["beam"], "backend": decode["backend"], "prune_top_k": decode["prune_top_k"],
+            "batch_size": decode["batch_size"]}
 
 
 def label(params: dict) -> str:
@@ -45,20 +47,31 @@ def compute_log_probs(model, store, batch_size: int, description: str):
 
 
 def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: int) -> dict:
+    """Load or compute each partition's log-probs; one process at a time per cache (decodes of several beams
+    may run at once), and an unreadable cache file is recomputed rather than trusted."""
+    import fcntl
+
     import torch
 
     from pipeline.training.checkpoints import load_model
 
     cache.mkdir(parents=True, exist_ok=True)
     result, model = {}, None
-    for name, store in stores.items():
-        path = cache / f"{name}.pt"
-        if not path.exists():
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, store in stores.items():
+            path = cache / f"{name}.pt"
+            try:
+                result[name] = torch.load(path)
+                if len(result[name]) == len(store):
+                    continue
+            except (OSError, RuntimeError, EOFError):
+                pass
             model = model or load_model(model_path)
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(compute_log_probs(model, store, batch_size, f"log-probs {name}"), tmp)
-            tmp.replace(path)
-        result[name] = torch.load(path)
+            tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+            result[name] = compute_log_probs(model, store, batch_size, f"log-probs {name}")
+            torch.save(result[name], tmp)
+            os.replace(tmp, path)
     return result
 
 
@@ -111,7 +124,7 @@ def run(run: StageRun) -> dict:
     stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
     select = run.inputs["select"]
     cache = run.artifacts_root / run.profile.name / "logprobs" / select.key[:16]
-    batch_size = int(run.options.get("batch_size") or 16)
+    batch_size = run.params["batch_size"]
     log_probs = cached_log_probs(cache, select.dir / "model.pt", stores, batch_size)
     num_classes = int(log_probs["dev"][0].shape[-1])
     workers = int(run.options.get("workers") or 1)

@@ -20,7 +20,9 @@ def params(profile: Profile, recipe: dict) -> dict:
         raise DataError(f"{profile.name}: Kaggle download is not available yet; only the embedded demo competitions")
     if not profile.embedded_zip.exists():
         raise DataError(f"{profile.embedded_zip}: embedded demo archive missing from the installation")
-    return {"slug": profile.slug, "source": "embedded", "sha256": sha256_file(profile.embedded_zip)}
+    return {"slug": profile.slug, "source": "embedded", "sha256": sha256_file(profile.embedded_zip),
+            "layout": {"partitions": list(profile.partitions), "feature_dir": profile.feature_dir,
+                       "transcript_dir": profile.transcript_dir, "sample_submission": profile.sample_submission}}
 
 
 def label(params: dict) -> str:

@@ -24,7 +24,8 @@ STORE_NAMES = ("train", "dev", "test")
 
 def params(profile: Profile, recipe: dict) -> dict:
     return {**recipe["normalize"], "dim": profile.feature_dim, "symbols": list(profile.symbols),
-            "label_kind": LABEL_KIND[profile.family]}
+            "label_kind": LABEL_KIND[profile.family], "markers": list(profile.markers),
+            "feature_dir": profile.feature_dir, "transcript_dir": profile.transcript_dir}
 
 
 def label(params: dict) -> str:

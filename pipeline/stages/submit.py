@@ -5,11 +5,10 @@ plugs in here for real competitions. A CSV that fails validation is refused with
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from pipeline.engine import EngineError, Stage, StageRun, git_sha, sha256_file
+from pipeline.engine import EngineError, Stage, StageRun, git_sha, sha256_file, write_json_atomic
 from pipeline.submission import append_ledger, judge_locally, validate_submission
 from pipeline.tasks.profiles import Profile
 
@@ -24,7 +23,7 @@ def label(params: dict) -> str:
 
 def submit_csv(profile: Profile, csv_path: Path, sample: Path, submissions_root: Path, *,
                keys: dict | None = None, dev_metric: str = "", decode_params: str = "", message: str = "") -> dict:
-    """Validate, judge, copy under submissions/<competition>/, append a ledger row. Returns the scores."""
+    """Validate, judge, copy under submissions/<competition>/, then (last) append a ledger row. Returns the scores."""
     if not profile.demo:
         raise EngineError(f"{profile.name}: Kaggle submission is not available yet; only demo competitions")
     validate_submission(csv_path, sample, profile)
@@ -54,8 +53,9 @@ def run(run: StageRun) -> dict:
     decode_params = " ".join(f"{k}={v}" for k, v in decode_manifest["params"].items())
     result = submit_csv(run.profile, csv_path, sample, run.submissions_root, keys=run.keys,
                         dev_metric=str(dev_metric), decode_params=decode_params, message=run.params["message"])
+    # the ledger row is the last side effect before the manifest and .done: nothing after it can fail but I/O
+    write_json_atomic(run.out / "score.json", result)
     run.log(f"local judge ({run.profile.metric}): public {result['public']:.4f}  private {result['private']:.4f}")
-    (run.out / "score.json").write_text(json.dumps(result, indent=2))
     return {"public": result["public"], "private": result["private"], "csv_sha256": result["csv_sha256"]}
 
 
