@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.tasks.profiles import HW1P2_PHONEMES, HW3P2_PHONEME_TO_CHAR
+
 DEMO_DATA = Path(__file__).resolve().parent.parent / "pipeline" / "demo_data"
 COMPETITIONS = ["demo-hw1p2", "demo-hw3p2", "demo-hw4p2"]
 LABELED_SPLITS = ["train-clean-100", "dev-clean"]
@@ -22,15 +24,8 @@ SPLITS = [*LABELED_SPLITS, "test-clean"]
 MAX_TOTAL_BYTES = 30 * 1024 * 1024
 UTTERANCE_ID = re.compile(r"^\d+-\d+-\d{4}$")  # LibriSpeech SPK-CHAPTER-UTT
 
-PHONEMES = ["[SIL]", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
-            "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW",
-            "V", "W", "Y", "Z", "ZH"]
-CMUDICT_ARPABET = {"": " ", "[SIL]": "-", "NG": "G", "F": "f", "M": "m", "AE": "@", "R": "r", "UW": "u",
-                   "N": "n", "IY": "i", "AW": "W", "V": "v", "UH": "U", "OW": "o", "AA": "a", "ER": "R",
-                   "HH": "h", "Z": "z", "K": "k", "CH": "C", "W": "w", "EY": "e", "ZH": "Z", "T": "t",
-                   "EH": "E", "Y": "y", "AH": "A", "B": "b", "P": "p", "TH": "T", "DH": "D", "AO": "c",
-                   "G": "g", "L": "l", "JH": "j", "OY": "O", "SH": "S", "D": "d", "AY": "Y", "S": "s",
-                   "IH": "I"}
+PHONEMES = HW1P2_PHONEMES
+CMUDICT_ARPABET = HW3P2_PHONEME_TO_CHAR
 PHONEME_CHARACTERS = set(CMUDICT_ARPABET.values()) - {" "}  # the blank never appears in labels
 HW4P2_CHARACTERS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
 

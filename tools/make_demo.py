@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_sentences  # noqa: E402
 import demo_speech  # noqa: E402
 from demo_speech import SILENCE, Voice  # noqa: E402
+from pipeline.tasks.profiles import HW3P2_PHONEME_TO_CHAR  # noqa: E402
 
 # --- configuration ------------------------------------------------------------------------------------
 SEED = 11785
@@ -63,13 +64,8 @@ COMPETITIONS = ["demo-hw1p2", "demo-hw3p2", "demo-hw4p2"]
 SPLITS = list(UTTERANCES_PER_SPLIT)
 ZIP_TIMESTAMP = (2024, 1, 1, 0, 0, 0)
 
-# F22+ HW3P2 starter map (index 0 = CTC blank, never in labels).
-CMUDICT_ARPABET = {"": " ", "[SIL]": "-", "NG": "G", "F": "f", "M": "m", "AE": "@", "R": "r", "UW": "u",
-                   "N": "n", "IY": "i", "AW": "W", "V": "v", "UH": "U", "OW": "o", "AA": "a", "ER": "R",
-                   "HH": "h", "Z": "z", "K": "k", "CH": "C", "W": "w", "EY": "e", "ZH": "Z", "T": "t",
-                   "EH": "E", "Y": "y", "AH": "A", "B": "b", "P": "p", "TH": "T", "DH": "D", "AO": "c",
-                   "G": "g", "L": "l", "JH": "j", "OY": "O", "SH": "S", "D": "d", "AY": "Y", "S": "s",
-                   "IH": "I"}
+# F22+ HW3P2 starter map (index 0 = CTC blank, never in labels), shared with the pipeline.
+CMUDICT_ARPABET = HW3P2_PHONEME_TO_CHAR
 PHONEMES = [p for p in CMUDICT_ARPABET if p]  # 40 classes incl. [SIL]
 HW4P2_CHARACTERS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
 
