@@ -88,6 +88,13 @@ def test_average_of_top_checkpoints(finished):
             assert torch.equal(tensor, (sources[0][name] + sources[1][name]) // 2), name
 
 
+def test_model_file_records_its_normalization(finished):
+    _, _, pipeline = finished
+    model = torch.load(pipeline.plan["select"].dir / "model.pt", weights_only=False)
+    assert model["normalization"]["normalize_key"] == pipeline.plan["normalize"].key
+    assert model["normalization"]["method"] == "cmvn"
+
+
 def test_integer_buffers_average_by_floor_division():
     out = average_state_dicts([{"n": torch.tensor(3), "w": torch.tensor([1.0])},
                                {"n": torch.tensor(4), "w": torch.tensor([2.0])}])

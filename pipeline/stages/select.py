@@ -55,6 +55,8 @@ def run(run: StageRun) -> dict:
     model = dict(loaded[0])
     model["state_dict"] = average_state_dicts([c["state_dict"] for c in loaded])
     model["selected_from"] = [e["file"] for e in entries]
+    record = run.inputs["train"].dir / "normalization.json"
+    model["normalization"] = json.loads(record.read_text()) if record.exists() else None
     atomic_torch_save(model, run.out / "model.pt")
     write_json_atomic(run.out / "sources.json", entries)
     run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}")

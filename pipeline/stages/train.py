@@ -6,7 +6,7 @@ Levenshtein, index.json), `history.json`, and the W&B run dir (offline unless a 
 """
 from __future__ import annotations
 
-from pipeline.engine import Stage, StageRun
+from pipeline.engine import Artifact, Stage, StageRun, write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -21,12 +21,21 @@ def label(params: dict) -> str:
             f"-lstm{m['lstm_layers']}x{m['lstm_hidden']}-e{t['epochs']}")
 
 
+def normalization_record(normalize: Artifact) -> dict:
+    """Which normalization the model expects; select copies it into model.pt so the model file says it."""
+    manifest = normalize.manifest
+    return {"normalize_key": normalize.key, "method": manifest["params"]["method"],
+            "global_mvn_sha256": manifest["metrics"].get("global_mvn_sha256"),
+            "global_mvn": str(normalize.dir / "global_mvn.npz") if manifest["params"]["method"] == "global" else None}
+
+
 def run(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
     from pipeline.models.ctc_rnn import CTCRNNConfig
     from pipeline.training.ctc_trainer import CTCTrainConfig, train_ctc
 
     normalized = run.inputs["normalize"].dir
+    write_json_atomic(run.out / "normalization.json", normalization_record(run.inputs["normalize"]))
     run_config = {"competition": run.profile.name, "params": run.params, "keys": run.keys}
     nproc = int(run.options.get("nproc") or 1)
     tracking = run.options.get("wandb") or "auto"
