@@ -22,8 +22,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Speech-recognition Kaggle competitions, staged and cached: download → normalize → train → "
                        "select → decode → csv → submit.")
 
-STAGES = ("download", "normalize", "train", "select", "decode", "csv", "submit")
-
 Task = Annotated[str, typer.Option("--task", "-t", help="profile (demo-hw3p2), task family or Kaggle slug")]
 Config = Annotated[Optional[str], typer.Option("--config", "-c", help="named recipe or a YAML path")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="recipe override key=value (repeatable)")]
