@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 STAGES := download normalize train select decode csv submit
 STAGE_ARGS = --task $(TASK) $(if $(and $(BEAM),$(filter decode,$@)),--beam $(BEAM)) $(foreach s,$(SET),--set $(s))
 
-.PHONY: help install demo test test-fast status run $(STAGES) clean-artifacts
+.PHONY: help install demo test test-fast status run $(STAGES) bench-loader clean-artifacts
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ run: $(STAMP) ## the whole pipeline for TASK (FROM= TO= to narrow it)
 
 $(STAGES): $(STAMP)
 	$(ASRPIPE) $@ $(STAGE_ARGS)
+
+bench-loader: $(STAMP) ## hw1p2 frame loader vs a starter-style Dataset: frames/s, peak memory, ratio
+	$(BIN)/python tools/bench_loader.py
 
 clean-artifacts: ## delete every stage output (the ledger in submissions/ is kept)
 	rm -rf "$${ASRPIPE_ARTIFACTS:-artifacts}"/*/

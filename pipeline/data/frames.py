@@ -1,0 +1,78 @@
+"""hw1p2 frame loader: context windows gathered per batch from the memmapped feature store, never materialized.
+
+A window for frame i is frames i-c … i+c flattened, (2c+1)·F values. Padding:
+  "utterance" (default): positions outside frame i's own utterance are zeros (no window crosses an utterance);
+  "global": the starters' behaviour — utterances concatenated, zeros only beyond the two ends of the partition,
+            so windows near an utterance boundary see the neighbouring utterance (exact parity with the starter).
+
+    loader = FrameWindows(store, context=30, padding="utterance")
+    for x, y in loader.batches(batch_size=2048, epoch=0, seed=11785, subset=1.0):   # x (B, 61·F) float32, y (B,)
+        ...
+"""
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import numpy as np
+
+from pipeline.data.store import FeatureStore
+
+Padding = Literal["utterance", "global"]
+
+
+class FrameWindows:
+    def __init__(self, store: FeatureStore, context: int, padding: Padding = "utterance"):
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        if padding not in ("utterance", "global"):
+            raise ValueError(f"padding must be 'utterance' or 'global', got {padding!r}")
+        self.store, self.context, self.padding = store, context, padding
+        self.features = store.features_array            # (N, F) memmap
+        self.offsets = np.asarray(store.offsets)         # (U + 1,)
+        self.span = np.arange(-context, context + 1)     # (W,)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def window_dim(self) -> int:
+        return len(self.span) * self.store.dim
+
+    def bounds(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and one-past-last frame a window around each frame may read."""
+        if self.padding == "global":
+            return np.zeros_like(frames), np.full_like(frames, len(self))
+        utterance = np.searchsorted(self.offsets, frames, side="right") - 1
+        return self.offsets[utterance], self.offsets[utterance + 1]
+
+    def gather(self, frames: np.ndarray) -> np.ndarray:
+        """(B, (2c+1)·F) float32 windows around the given global frame indices."""
+        frames = np.asarray(frames, dtype=np.int64)
+        positions = frames[:, None] + self.span[None, :]                      # (B, W)
+        low, high = self.bounds(frames)
+        valid = (positions >= low[:, None]) & (positions < high[:, None])
+        windows = self.features[np.clip(positions, 0, len(self) - 1)]        # one fancy-index copy: (B, W, F)
+        windows[~valid] = 0.0
+        return windows.reshape(len(frames), -1)
+
+    def labels(self, frames: np.ndarray) -> np.ndarray:
+        return np.asarray(self.store.labels_array[np.asarray(frames, dtype=np.int64)])
+
+    def order(self, epoch: int, seed: int, subset: float = 1.0, shuffle: bool = True) -> np.ndarray:
+        """This epoch's frame order: a seeded permutation (a different one each epoch), optionally a subset."""
+        if not 0.0 < subset <= 1.0:
+            raise ValueError(f"subset must be in (0, 1], got {subset}")
+        if not shuffle:
+            return np.arange(len(self))
+        rng = np.random.default_rng([seed, epoch])
+        count = max(1, round(len(self) * subset))
+        return rng.permutation(len(self))[:count]
+
+    def batches(self, batch_size: int, epoch: int = 0, seed: int = 0, subset: float = 1.0,
+                shuffle: bool = True, with_labels: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        order = self.order(epoch, seed, subset, shuffle)
+        for start in range(0, len(order), batch_size):
+            frames = order[start : start + batch_size]
+            if shuffle:
+                frames = np.sort(frames)  # ascending reads are kinder to the page cache; order within a batch is moot
+            yield self.gather(frames), (self.labels(frames) if with_labels else None)
