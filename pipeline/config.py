@@ -42,13 +42,16 @@ class SubmitConfig(Section):
 
 
 def section_schemas(family: str) -> dict[str, type[BaseModel]]:
-    """The recipe schema of a task family (torch-free, so reading a recipe stays fast)."""
-    if family == "hw3p2":
-        from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
+    """The recipe schema of a task family (torch-free, so reading a recipe stays fast): the shared sections, with
+    the family's own (`pipeline/tasks/<family>_recipe.py` SECTIONS) added or replacing them."""
+    from pipeline.tasks import recipe_sections
 
-        return {"normalize": NormalizeConfig, "model": CTCRNNConfig, "train": CTCTrainConfig,
-                "select": SelectConfig, "decode": DecodeConfig, "submit": SubmitConfig}
-    return {"normalize": NormalizeConfig}
+    own = recipe_sections(family)
+    if not own:
+        return {"normalize": NormalizeConfig}  # a family whose recipe is not built yet: data stages only
+    shared = {"normalize": NormalizeConfig, "model": None, "train": None, "select": SelectConfig,
+              "decode": DecodeConfig, "submit": SubmitConfig}
+    return {name: own.get(name, schema) for name, schema in shared.items() if own.get(name, schema) is not None}
 
 
 def recipe_path(family: str, name: str) -> Path:

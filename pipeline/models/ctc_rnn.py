@@ -142,3 +142,8 @@ def count_parameters(model: nn.Module) -> int:
 
 def build_model(cfg: CTCRNNConfig) -> CTCRNN:
     return CTCRNN(cfg)
+
+
+def build_from_dict(config: dict) -> CTCRNN:
+    """The model a checkpoint describes (checkpoints.load_model dispatches here for model_family "ctc_rnn")."""
+    return CTCRNN(CTCRNNConfig(**config))

@@ -60,8 +60,9 @@ def run(run: StageRun) -> dict:
     atomic_torch_save(model, run.out / "model.pt")
     write_json_atomic(run.out / "sources.json", entries)
     run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}")
+    metric = json.loads((checkpoints / "index.json").read_text()).get("metric", "dev_lev")
     return {"checkpoints": len(entries), "epochs": [e["epoch"] for e in entries],
-            "dev_lev_of_sources": [e.get("dev_lev") for e in entries]}
+            f"{metric}_of_sources": [e.get(metric) for e in entries]}
 
 
 STAGE = Stage(name="select", upstream=("train",), code=("pipeline.stages.select",),

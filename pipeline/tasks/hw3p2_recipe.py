@@ -87,3 +87,6 @@ class CTCTrainConfig(BaseModel):
     seed: int = 11785
     num_workers: int = 0
     eval_every: int = 1                       # epochs; the last epoch is always evaluated
+
+
+SECTIONS = {"model": CTCRNNConfig, "train": CTCTrainConfig}

@@ -1,10 +1,10 @@
 """Checkpoints: atomic writes, last.pt for resuming, top-k by dev metric with an index.json.
 
     out_dir/checkpoints/last.pt                 every epoch: model + optimizer/scheduler/scaler/RNG states
-    out_dir/checkpoints/epoch012-lev3.41.pt     the k best by dev metric (lower is better) and the keep_last most
-                                                recent epochs; model only
-    out_dir/checkpoints/index.json              {"metric", "keep_top_k", "keep_last",
-                                                 "checkpoints": [{"file", "epoch", "dev_lev"}, …] best first,
+    out_dir/checkpoints/epoch012-lev3.41.pt     the k best by dev metric and the keep_last most recent epochs; model
+                                                only (the name carries the metric's short tag: lev, acc, dist …)
+    out_dir/checkpoints/index.json              {"metric", "direction", "keep_top_k", "keep_last",
+                                                 "checkpoints": [{"file", "epoch", <metric>}, …] best first,
                                                  "recent": […] oldest first, "last": "last.pt"}
 """
 from __future__ import annotations
@@ -13,11 +13,19 @@ import json
 import os
 from pathlib import Path
 
+import importlib
+
 import torch
 
-from pipeline.models.ctc_rnn import CTCRNN, CTCRNNConfig
-
 METRIC = "dev_lev"
+
+# checkpoint["model_family"] → "module:function" building the model from checkpoint["model_config"] (a dict).
+MODEL_BUILDERS = {
+    "ctc_rnn": "pipeline.models.ctc_rnn:build_from_dict",
+    "mlp": "pipeline.models.mlp:build_from_dict",
+    "las": "pipeline.models.las:build_from_dict",
+    "transformer": "pipeline.models.transformer:build_from_dict",
+}
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -32,9 +40,9 @@ def atomic_write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def model_checkpoint(model: torch.nn.Module, model_cfg: CTCRNNConfig, epoch: int, metrics: dict) -> dict:
+def model_checkpoint(model: torch.nn.Module, model_cfg, epoch: int, metrics: dict, family: str = "ctc_rnn") -> dict:
     return {
-        "model_family": "ctc_rnn",
+        "model_family": family,
         "model_config": model_cfg.model_dump(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "epoch": epoch,
@@ -50,17 +58,23 @@ def load_checkpoint(path: str | Path) -> dict:
 def load_model(checkpoint_path: str | Path) -> torch.nn.Module:
     """Rebuild the model from the config stored in the checkpoint; returned in eval mode on CPU."""
     ckpt = load_checkpoint(checkpoint_path)
-    model = CTCRNN(CTCRNNConfig(**ckpt["model_config"]))
+    family = ckpt.get("model_family", "ctc_rnn")
+    if family not in MODEL_BUILDERS:
+        raise ValueError(f"{checkpoint_path}: unknown model_family {family!r} (known: {', '.join(MODEL_BUILDERS)})")
+    module, _, function = MODEL_BUILDERS[family].partition(":")
+    model = getattr(importlib.import_module(module), function)(ckpt["model_config"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
 
 class TopKKeeper:
-    """Keeps the k checkpoints with the lowest dev metric (ties: the earlier epoch) and the `keep_last` most recent
-    ones (for checkpoint averaging); a file in both lists is stored once."""
+    """Keeps the k checkpoints with the best dev metric (lowest, or highest for direction="max"; ties: the earlier
+    epoch) and the `keep_last` most recent ones (for checkpoint averaging); a file in both lists is stored once."""
 
-    def __init__(self, directory: Path, k: int, keep_last: int = 0):
+    def __init__(self, directory: Path, k: int, keep_last: int = 0, metric: str = METRIC, direction: str = "min",
+                 tag: str = "lev"):
         self.directory, self.k, self.keep_last = directory, k, keep_last
+        self.metric, self.direction, self.tag = metric, direction, tag
         self.directory.mkdir(parents=True, exist_ok=True)
         self.index_path = directory / "index.json"
         self.entries: list[dict] = []   # top-k, best first
@@ -79,7 +93,7 @@ class TopKKeeper:
         self._write_index()
 
     def would_keep(self, value: float, epoch: int) -> bool:
-        ranked = sorted(self.entries + [{"epoch": epoch, METRIC: value}], key=lambda e: (e[METRIC], e["epoch"]))
+        ranked = sorted(self.entries + [{"epoch": epoch, self.metric: value}], key=self._rank)
         return self.k > 0 and any(e["epoch"] == epoch for e in ranked[: self.k])
 
     def offer(self, checkpoint: dict, value: float | None, epoch: int) -> str | None:
@@ -87,16 +101,20 @@ class TopKKeeper:
         in_top_k = value is not None and self.would_keep(value, epoch)
         if not in_top_k and self.keep_last <= 0:
             return None
-        name = f"epoch{epoch:03d}-lev{value:.2f}.pt" if value is not None else f"epoch{epoch:03d}.pt"
+        name = f"epoch{epoch:03d}-{self.tag}{value:.2f}.pt" if value is not None else f"epoch{epoch:03d}.pt"
         atomic_torch_save(checkpoint, self.directory / name)
-        entry = {"file": name, "epoch": epoch, METRIC: value}
+        entry = {"file": name, "epoch": epoch, self.metric: value}
         if in_top_k:
-            self.entries = sorted(self.entries + [entry], key=lambda e: (e[METRIC], e["epoch"]))[: self.k]
+            self.entries = sorted(self.entries + [entry], key=self._rank)[: self.k]
         if self.keep_last > 0:
             self.recent = (self.recent + [entry])[-self.keep_last :]
         self._delete_unreferenced()
         self._write_index()
         return name
+
+    def _rank(self, entry: dict) -> tuple:
+        value = entry[self.metric]
+        return (-value if self.direction == "max" else value, entry["epoch"])
 
     @property
     def best(self) -> dict | None:
@@ -110,6 +128,6 @@ class TopKKeeper:
 
     def _write_index(self) -> None:
         atomic_write_json(self.index_path, {
-            "metric": METRIC, "direction": "min", "keep_top_k": self.k, "keep_last": self.keep_last,
+            "metric": self.metric, "direction": self.direction, "keep_top_k": self.k, "keep_last": self.keep_last,
             "checkpoints": self.entries, "recent": self.recent, "last": "last.pt",
         })

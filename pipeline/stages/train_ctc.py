@@ -1,4 +1,4 @@
-"""train: fit the task's model on the normalized train store, evaluating on dev every epoch.
+"""train (hw3p2, CTC): fit the CTC model on the normalized train store, evaluating on dev every epoch.
 
 Resumable: an interrupted run continues from `checkpoints/last.pt` in the same directory. `--nproc N` trains
 with N DDP processes under torchrun (gloo on CPU, nccl on GPU). Outputs: `checkpoints/` (last + top-k by dev
@@ -54,5 +54,8 @@ def run(run: StageRun) -> dict:
 
 
 STAGE = Stage(name="train", upstream=("normalize",),
-              code=("pipeline.stages.train", "pipeline.models.ctc_rnn", "pipeline.training", "pipeline.data.store"),
+              code=("pipeline.stages.train_ctc", "pipeline.models.ctc_rnn", "pipeline.tasks.hw3p2_recipe",
+                    "pipeline.training.ctc_trainer", "pipeline.training.batching", "pipeline.training.checkpoints",
+                    "pipeline.training.schedules", "pipeline.training.specaugment", "pipeline.training.tracking",
+                    "pipeline.training.ddp_worker", "pipeline.data.store"),
               params=params, label=label, run=run, resumable=True)

@@ -1,4 +1,4 @@
-"""decode: CTC decoding of dev and test with the selected model.
+"""decode (hw3p2): CTC decoding of dev and test with the selected model.
 
 The model's log-probs are cached per selected checkpoint (`artifacts/<competition>/logprobs/<select-key>/`), so
 another beam width or backend costs no network pass. Dev gets greedy, beam and oracle (best of the final beam)
@@ -170,5 +170,6 @@ def run(run: StageRun) -> dict:
     return metrics
 
 
-STAGE = Stage(name="decode", upstream=("normalize", "select"), code=("pipeline.stages.decode", "pipeline.decoding"),
+STAGE = Stage(name="decode", upstream=("normalize", "select"), code=("pipeline.stages.decode_ctc", "pipeline.decoding.ctc", "pipeline.decoding.ctc_backends",
+                    "pipeline.decoding.ctc_beam", "pipeline.decoding.ctc_greedy", "pipeline.decoding.metrics"),
               params=params, label=label, run=run)
