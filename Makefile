@@ -1,13 +1,17 @@
 # asrpipe: every target calls the CLI; the stage engine (not Make) decides what is fresh.
 #   make demo                  install, then download → … → submit on the embedded demo-hw3p2 competition
 #   make test                  install, then the whole test suite
-#   make submit TASK=hw3p2     any stage target takes TASK= (and BEAM= for decode, SET="k=v k=v" for overrides)
+#   make submit TASK=hw3p2     any stage target takes TASK= (and BEAM= for decode, SET="k=v k=v" for overrides,
+#                              CONFIG=<recipe name or yaml>, DATA=<zip or folder> for download)
+#   make submissions TASK=hw3p2 / make leaderboard TASK=hw3p2   Kaggle listings (also saved under submissions/)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 TASK ?= demo-hw3p2
 BEAM ?=
 SET ?=
+CONFIG ?=
+DATA ?=
 # With no GPU, pin the version these machines hold as a local CPU wheel (pip's find-links); elsewhere point pip at
 # a CPU wheel index yourself or set TORCH_SPEC. An existing torch in the venv is never replaced.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
@@ -17,13 +21,15 @@ BIN := $(VENV)/bin
 ASRPIPE := $(BIN)/asrpipe
 STAMP := $(VENV)/.installed
 STAGES := download normalize train select decode csv submit
-STAGE_ARGS = --task $(TASK) $(if $(and $(BEAM),$(filter decode,$@)),--beam $(BEAM)) $(foreach s,$(SET),--set $(s))
+STAGE_ARGS = --task $(TASK) $(if $(CONFIG),--config $(CONFIG)) $(if $(and $(BEAM),$(filter decode,$@)),--beam $(BEAM)) \
+             $(if $(and $(DATA),$(filter download,$@)),--data $(DATA)) $(foreach s,$(SET),--set $(s))
 
-.PHONY: help install demo test test-fast status run $(STAGES) bench-loader clean-artifacts
+.PHONY: help install demo test test-fast status run $(STAGES) submissions leaderboard bench-loader clean-artifacts
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  stage targets: $(STAGES)  (TASK=$(TASK) BEAM= SET=\"key=value ...\")"
+	@echo "  stage targets: $(STAGES)  (TASK=$(TASK) CONFIG= BEAM= DATA= SET=\"key=value ...\")"
+	@echo "  Kaggle listings: submissions leaderboard  (TASK=)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,10 +52,14 @@ status: $(STAMP) ## fresh / stale / missing per stage, and why
 	$(ASRPIPE) status --task $(TASK)
 
 run: $(STAMP) ## the whole pipeline for TASK (FROM= TO= to narrow it)
-	$(ASRPIPE) run --task $(TASK) $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) $(foreach s,$(SET),--set $(s))
+	$(ASRPIPE) run --task $(TASK) $(if $(CONFIG),--config $(CONFIG)) $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) \
+		$(foreach s,$(SET),--set $(s))
 
 $(STAGES): $(STAMP)
 	$(ASRPIPE) $@ $(STAGE_ARGS)
+
+submissions leaderboard: $(STAMP)
+	$(ASRPIPE) $@ --task $(TASK)
 
 bench-loader: $(STAMP) ## hw1p2 frame loader vs a starter-style Dataset: frames/s, peak memory, ratio
 	$(BIN)/python tools/bench_loader.py

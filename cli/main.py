@@ -5,6 +5,11 @@
     asrpipe decode --task demo-hw3p2 --beam 5           # one stage (its upstream stages run only if not fresh)
     asrpipe run --task demo-hw3p2 --from select --to csv
     asrpipe run --task demo-hw3p2 --force --from decode
+    asrpipe download --task hw1p2-f24 --data ~/Downloads/11785-hw1p2-f24.zip   # data fetched by browser (or a dir)
+    asrpipe submit --task hw3p2 --message "resnet34 beam20"   # quota-checked, polled until scored, ledger row
+    asrpipe submit --task hw3p2 --dry-run                  # everything but the upload
+    asrpipe submissions --task hw3p2                       # our submissions with scores (fills pending rows)
+    asrpipe leaderboard --task hw3p2                       # top of the public leaderboard and our rank
 
 This module stays thin and imports nothing heavy at start-up (`asrpipe --help` never imports torch).
 """
@@ -40,13 +45,14 @@ def fail(message: str) -> None:
 
 
 def build_pipeline(task: str, config: str | None, sets: list[str] | None, artifacts: Path, submissions: Path,
-                   **options):
+                   data: Path | None = None, **options):
     from pipeline.config import load_recipe
     from pipeline.engine import Pipeline
+    from pipeline.stages.download import with_local_data
     from pipeline.tasks import stages_for
     from pipeline.tasks.profiles import resolve_profile
 
-    profile = resolve_profile(task)
+    profile = with_local_data(resolve_profile(task), data, artifacts)  # --data, or the one remembered earlier
     config_name = config or profile.default_config
     recipe = load_recipe(profile.family, config_name, tuple(sets or ()))
     return Pipeline(profile, recipe, stages_for(profile.family), artifacts_root=artifacts,
@@ -75,7 +81,7 @@ def run(task: Task, config: Config = None, sets: Sets = None,
         artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Run the pipeline (or a range of it); fresh stages are no-ops."""
     guarded(lambda: build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
-                                   workers=workers).run(start, stop, only, force))
+                                   workers=workers, resubmit=force).run(start, stop, only, force))
 
 
 @app.command()
@@ -100,11 +106,11 @@ def status(task: Task, config: Config = None, sets: Sets = None,
 
 
 def run_stage(stage: str, task: str, config: str | None, sets: list[str] | None, force: bool, artifacts: Path,
-              submissions: Path, **options) -> None:
+              submissions: Path, data: Path | None = None, **options) -> None:
     """One stage: upstream stages run only if they are not fresh; --force recomputes just this stage."""
 
     def go() -> None:
-        pipeline = build_pipeline(task, config, sets, artifacts, submissions, **options)
+        pipeline = build_pipeline(task, config, sets, artifacts, submissions, data, **options)
         names = pipeline.names()
         if stage not in names:
             fail(f"{pipeline.profile.name}: no {stage} stage (stages: {', '.join(names)})")
@@ -118,9 +124,12 @@ def run_stage(stage: str, task: str, config: str | None, sets: list[str] | None,
 
 @app.command()
 def download(task: Task, config: Config = None, sets: Sets = None, force: Force = False,
+             data: Annotated[Optional[Path], typer.Option(
+                 "--data", help="use this competition zip or unpacked folder (e.g. /kaggle/input/...) instead of "
+                                "downloading; remembered for later commands")] = None,
              artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
-    """Fetch the competition data (embedded zip for demo competitions), verify and unzip it."""
-    run_stage("download", task, config, sets, force, artifacts, submissions)
+    """Fetch the competition data (Kaggle; embedded zip for demo competitions; or --data), verify and unzip it."""
+    run_stage("download", task, config, sets, force, artifacts, submissions, data)
 
 
 @app.command()
@@ -167,33 +176,155 @@ def csv(task: Task, config: Config = None, sets: Sets = None, force: Force = Fal
     run_stage("csv", task, config, sets, force, artifacts, submissions)
 
 
+Wait = Annotated[float, typer.Option("--wait", help="seconds to poll Kaggle for the score before leaving the "
+                                                     "ledger row pending")]
+
+
 @app.command()
-def submit(task: Task, config: Config = None, sets: Sets = None, force: Force = False,
+def submit(task: Task, config: Config = None, sets: Sets = None,
+           force: Annotated[bool, typer.Option("--force", help="submit even if this CSV is already in the ledger "
+                                                               "(and recompute a fresh submit stage)")] = False,
            csv_file: Annotated[Optional[Path], typer.Option("--csv", help="submit this CSV instead of the pipeline's")] = None,
            message: Annotated[str, typer.Option("--message", "-m", help="submission message")] = "",
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="every check (format, ledger, quota) but no "
+                                                                   "upload and no ledger row")] = False,
+           wait: Wait = 600.0,
            artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
-    """Score the CSV (local judge for demo competitions) and append a row to submissions/ledger.csv."""
-    if csv_file is None:
-        quoted = [f"submit.message={json.dumps(message)}"] if message else []  # a JSON string is a YAML string
-        run_stage("submit", task, config, [*(sets or []), *quoted],
-                  force, artifacts, submissions)
+    """Validate the CSV, refuse one already in the ledger (unless --force), then judge it locally (demo
+    competitions) or submit it to Kaggle (quota checked, polled until scored); a row in submissions/ledger.csv."""
+    quoted = [f"submit.message={json.dumps(message)}"] if message else []  # a JSON string is a YAML string
+    if csv_file is None and not dry_run:
+        run_stage("submit", task, config, [*(sets or []), *quoted], force, artifacts, submissions,
+                  resubmit=force, wait=wait)
         return
 
     def given_file() -> None:
-        from pipeline.stages.download import verify_layout
-        from pipeline.stages.submit import submit_csv
+        from pipeline.stages.submit import pipeline_inputs, submit_csv
 
-        pipeline = build_pipeline(task, config, sets, artifacts, submissions)
-        download_dir = pipeline.plan["download"].dir
-        if not pipeline.plan["download"].artifact.complete:
-            pipeline.run(only="download")
-        _, facts = verify_layout(download_dir / "data", pipeline.profile)
-        result = submit_csv(pipeline.profile, csv_file, download_dir / facts["sample_submission"], submissions,
-                            message=message)
-        typer.echo(f"{csv_file}: public {result['public']:.4f}  private {result['private']:.4f} "
-                   f"({pipeline.profile.metric}); ledger row added to {submissions / 'ledger.csv'}")
+        pipeline = build_pipeline(task, config, [*(sets or []), *quoted], artifacts, submissions)
+        profile = pipeline.profile
+        if csv_file is None:  # --dry-run of the pipeline's own CSV: bring it up to date first
+            pipeline.run(stop="csv")
+            inputs = pipeline_inputs({name: p.artifact for name, p in pipeline.plan.items()})
+            csv_path, sample = inputs["csv_path"], inputs["sample"]
+            profile = profile.reconciled(inputs["detected"])
+            extra = {k: inputs[k] for k in ("keys", "dev_metric", "decode_params")}
+        else:
+            download = pipeline.plan["download"].artifact
+            if not download.complete:
+                pipeline.run(only="download")
+            facts = download.manifest["metrics"]
+            profile = profile.reconciled(facts.get("detected"))
+            csv_path, sample, extra = csv_file, download.dir / facts["sample_submission"], {}
+        result = submit_csv(profile, csv_path, sample, submissions, message=message, resubmit=force,
+                            dry_run=dry_run, wait=wait, log=lambda line: typer.echo(f"      {line}"), **extra)
+        typer.echo(describe_submission(csv_path, profile, result, submissions))
 
     guarded(given_file)
+
+
+def describe_submission(csv_path: Path, profile, result: dict, submissions: Path) -> str:
+    if result.get("dry_run"):
+        quota = f"; {result['remaining']} submissions left today" if "remaining" in result else ""
+        message = f"; message: {result['description']}" if result.get("description") else ""
+        return f"{csv_path}: valid, not in the ledger{quota}{message} (dry run: nothing uploaded)"
+    if result["target"] == "local":
+        return (f"{csv_path}: public {result['public']:.4f}  private {result['private']:.4f} ({profile.metric}); "
+                f"ledger row added to {submissions / 'ledger.csv'}")
+    if result["status"] == "pending":
+        return (f"{csv_path}: submitted as {result['kaggle_ref']}, not scored yet; ledger row pending "
+                f"(`asrpipe submissions --task {profile.name}` fills it in)")
+    return (f"{csv_path}: Kaggle public {result['public']} ({profile.metric}), submission {result['kaggle_ref']}; "
+            f"ledger row added to {submissions / 'ledger.csv'}")
+
+
+def kaggle_profile(task: str):
+    from pipeline.tasks.profiles import resolve_profile
+
+    profile = resolve_profile(task)
+    if not profile.demo and not profile.slug:
+        fail(f"{profile.name}: no known Kaggle slug")
+    return profile
+
+
+@app.command("submissions")
+def submissions_command(task: Task, submissions: Submissions = Path("submissions")) -> None:
+    """Our submissions with their scores (Kaggle, or the ledger for demo competitions); fills in pending ledger
+    rows; saved as submissions/<competition>/submissions.csv."""
+
+    def show() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from pipeline.stages.submit import refresh_pending, write_rows_csv
+        from pipeline.submission import read_ledger
+
+        profile = kaggle_profile(task)
+        if profile.demo:
+            rows = [{"ref": "", "date": r["time"], "description": r["message"], "status": r["status"],
+                     "public": r["public_score"], "private": r["private_score"], "error": r.get("error", "")}
+                    for r in read_ledger(submissions) if r["competition"] == profile.name]
+            quota = "local judge: no quota"
+        else:
+            from pipeline.kaggle_client import Kaggle
+
+            client = Kaggle(log=lambda line: typer.echo(line, err=True))
+            rows = client.submissions(profile.slug)
+            filled = refresh_pending(profile, rows, submissions)
+            limits = client.limits(profile.slug)
+            quota = (f"{limits['remaining']} submissions left today ({limits['today']} made)"
+                     + (f"; {filled} pending ledger rows filled in" if filled else ""))
+        ledger = {r["csv_sha256"][:12]: r for r in read_ledger(submissions) if r["competition"] == profile.name}
+        columns = ["ref", "date", "status", "public", "private", "description", "error"]
+        saved = write_rows_csv(submissions / profile.name / "submissions.csv", rows, columns)
+        table = Table(title=f"{profile.name} submissions", caption=f"{quota}; saved to {saved}")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(str(row.get(c, "")) for c in columns))
+        Console(width=max(160, Console().width)).print(table)
+        if not rows:
+            typer.echo(f"no submissions yet ({len(ledger)} in the ledger)")
+
+    guarded(show)
+
+
+@app.command()
+def leaderboard(task: Task, top: Annotated[int, typer.Option("--top", help="rows to show")] = 20,
+                submissions: Submissions = Path("submissions")) -> None:
+    """The top of the public leaderboard and our rank; saved as submissions/<competition>/leaderboard.csv."""
+
+    def show() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from pipeline.kaggle_client import Kaggle
+        from pipeline.stages.submit import write_rows_csv
+
+        profile = kaggle_profile(task)
+        if profile.demo:
+            fail(f"{profile.name}: a demo competition has no public leaderboard (its scores are in "
+                 f"`asrpipe submissions --task {profile.name}`)")
+        client = Kaggle(log=lambda line: typer.echo(line, err=True))
+        entries = client.leaderboard(profile.slug)
+        ours = {s["team"] for s in client.submissions(profile.slug) if s.get("team")}
+        ours.add(client.credentials.username or "")
+        mine = next((e for e in entries if e["team"] in ours), None)
+        saved = write_rows_csv(submissions / profile.name / "leaderboard.csv", entries,
+                               ["rank", "team", "score", "date"])
+        where = (f"our rank: {mine['rank']} of {len(entries)} ({mine['team']}, {mine['score']})" if mine
+                 else f"we are not among the {len(entries)} teams listed")
+        table = Table(title=f"{profile.name} public leaderboard ({profile.metric}, {profile.metric_direction} is best)")
+        for column in ("rank", "team", "score", "date"):
+            table.add_column(column)
+        shown = entries[:top] + ([mine] if mine and mine["rank"] > top else [])
+        for entry in shown:
+            style = "bold green" if mine is not None and entry is mine else None
+            table.add_row(str(entry["rank"]), entry["team"], entry["score"], entry["date"], style=style)
+        Console(width=max(120, Console().width)).print(table)
+        typer.echo(f"{where}; saved to {saved}")
+
+    guarded(show)
 
 
 @app.command()
@@ -204,14 +335,19 @@ def competitions() -> None:
 
     from pipeline.tasks.profiles import PROFILES
 
-    table = Table()
-    for column in ("profile", "task", "semester", "slug", "features", "csv header", "metric", "param limit"):
-        table.add_column(column)
+    from pipeline.tasks.profiles import FAMILY_DEFAULT
+
+    table = Table(caption=f"--task {' / '.join(FAMILY_DEFAULT)} = {', '.join(FAMILY_DEFAULT.values())}; "
+                          "facts under 'detected' are read from the data at download (formats doc: conflicting)")
+    for column in ("profile", "task", "semester", "slug", "features", "markers", "labels", "test order",
+                   "csv header", "metric", "param limit", "detected"):
+        table.add_column(column, overflow="fold", no_wrap=column != "detected")
     for p in PROFILES.values():
-        table.add_row(p.name, p.family, p.semester, p.slug, f"{p.feature_dim}-d {p.feature_dir}",
-                      ",".join(p.csv_columns), f"{p.metric} ({p.metric_direction})",
-                      f"{p.param_limit:,}" if p.param_limit else "-")
-    Console().print(table)
+        table.add_row(p.name, p.family, p.semester, p.slug or "(not found)", f"{p.feature_shape} {p.feature_dir}",
+                      "/".join(p.markers) if p.markers else "none", f"{len(p.symbols)} {p.label_format}",
+                      p.test_order or "sorted", ",".join(p.csv_columns), f"{p.metric} ({p.metric_direction})",
+                      f"{p.param_limit:,}" if p.param_limit else "-", ", ".join(p.conflicts) or "-")
+    Console(width=max(240, Console().width)).print(table)
 
 
 def main() -> None:

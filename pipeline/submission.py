@@ -4,6 +4,7 @@ Every refusal is one line naming the file and what was expected; a refused CSV n
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import os
@@ -13,11 +14,15 @@ from pathlib import Path
 import Levenshtein
 import numpy as np
 
+from pipeline.data.kaggle_layout import LABEL_SAMPLE, detect_label_format
 from pipeline.errors import AsrpipeError
 from pipeline.tasks.profiles import Profile
 
 LEDGER_COLUMNS = ["time", "competition", "target", "status", "train_key", "decode_key", "csv_key", "dev_metric",
-                  "decode_params", "public_score", "private_score", "csv_sha256", "git_sha", "message"]
+                  "decode_params", "public_score", "private_score", "csv_sha256", "git_sha", "message",
+                  "kaggle_ref", "error"]
+# status: scored (local judge or Kaggle COMPLETE) | pending (Kaggle still scoring; `asrpipe submissions` fills it
+# in) | error (Kaggle could not score it; the reason is in `error`)
 
 
 class SubmissionError(AsrpipeError, ValueError):
@@ -62,6 +67,9 @@ def validate_submission(path: Path, sample: Path, profile: Profile) -> list[list
         if row[0] != expected[0]:
             raise SubmissionError(f"{path}: line {number} {header[0]} {row[0]!r}, expected {expected[0]!r} "
                                   f"(ids in the sample's order)")
+    if profile.family == "hw1p2":  # class ids or phoneme strings: whichever the sample submission uses
+        detected = detect_label_format(sample, sample_rows[:LABEL_SAMPLE], profile)
+        profile = profile.reconciled({"label_format": detected})
     mode, allowed = allowed_labels(profile)
     for number, row in enumerate(rows, start=2):
         label = row[1]
@@ -103,19 +111,70 @@ def ledger_path(submissions_root: Path) -> Path:
     return Path(submissions_root) / "ledger.csv"
 
 
-def append_ledger(submissions_root: Path, row: dict) -> Path:
+@contextlib.contextmanager
+def _ledger_lock(submissions_root: Path):
+    """One writer at a time; a lock file beside the ledger, since rewrites replace the ledger file itself."""
     path = ledger_path(submissions_root)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_ledger(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, LEDGER_COLUMNS, extrasaction="ignore", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _read_header(path: Path) -> list[str] | None:
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle), None)
+
+
+def append_ledger(submissions_root: Path, row: dict) -> Path:
     values = {column: row.get(column, "") for column in LEDGER_COLUMNS}
     values["time"] = values["time"] or time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    with open(path, "a", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if handle.seek(0, os.SEEK_END) == 0:  # the size now, under the lock, not when the file was opened
-            csv.writer(handle).writerow(LEDGER_COLUMNS)
-        csv.writer(handle).writerow([values[c] for c in LEDGER_COLUMNS])
-        handle.flush()
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    with _ledger_lock(submissions_root) as path:
+        header = _read_header(path)
+        if header is not None and header != LEDGER_COLUMNS:  # a ledger from before a column was added
+            _write_ledger(path, read_ledger(submissions_root))
+        with open(path, "a", newline="") as handle:
+            if header is None:
+                csv.writer(handle).writerow(LEDGER_COLUMNS)
+            csv.writer(handle).writerow([values[c] for c in LEDGER_COLUMNS])
+            handle.flush()
+            os.fsync(handle.fileno())
     return path
+
+
+def update_ledger(submissions_root: Path, competition: str, kaggle_ref: str, changes: dict) -> bool:
+    """Fill in a Kaggle row (by competition + submission ref) in place; False if there is no such row."""
+    with _ledger_lock(submissions_root) as path:
+        rows = read_ledger(submissions_root)
+        hits = [r for r in rows if r["competition"] == competition and r.get("kaggle_ref") == str(kaggle_ref)]
+        for row in hits:
+            row.update({k: v for k, v in changes.items() if k in LEDGER_COLUMNS})
+        if hits:
+            _write_ledger(path, rows)
+    return bool(hits)
+
+
+def find_submitted(submissions_root: Path, competition: str, csv_sha256: str) -> dict | None:
+    """The latest ledger row that submitted this exact CSV to this competition, if any."""
+    rows = [r for r in read_ledger(submissions_root)
+            if r["competition"] == competition and r["csv_sha256"] == csv_sha256]
+    return rows[-1] if rows else None
 
 
 def read_ledger(submissions_root: Path) -> list[dict]:

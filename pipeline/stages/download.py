@@ -1,23 +1,29 @@
 """download: put the competition's data into artifacts, verified and unzipped atomically.
 
-Embedded demo competitions copy their zip from the package; real Kaggle download plugs in here (`source: kaggle`).
+Embedded demo competitions copy their zip from the package; real ones download it through the kaggle client
+(`source: kaggle`, pipeline/kaggle_client.py) or read data fetched outside asrpipe (`--data`, `source: local`).
 Outputs: `<slug>.zip`, `data/` (the unzipped archive). Metrics: data_root (relative), per-partition counts.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import zipfile
 from pathlib import Path
 
-from pipeline.data.kaggle_layout import DataError, find_data_root, list_partition
+from pipeline.data.kaggle_layout import DataError, describe, detect_layout, differences, list_partition, read_test_order
 from pipeline.engine import Stage, StageRun, sha256_file
 from pipeline.tasks.profiles import Profile
 
 
 def params(profile: Profile, recipe: dict) -> dict:
+    if profile.local_data is not None:  # `--data PATH`: a zip or folder fetched outside asrpipe
+        return local_params(profile)
     if not profile.demo:
-        raise DataError(f"{profile.name}: Kaggle download is not available yet; only the embedded demo competitions")
+        return kaggle_params(profile)
     if not profile.embedded_zip.exists():
         raise DataError(f"{profile.embedded_zip}: embedded demo archive missing from the installation")
     return {"slug": profile.slug, "source": "embedded", "sha256": sha256_file(profile.embedded_zip),
@@ -27,6 +33,27 @@ def params(profile: Profile, recipe: dict) -> dict:
 
 def label(params: dict) -> str:
     return params["source"]
+
+
+def kaggle_params(profile: Profile) -> dict:
+    if not profile.slug:
+        raise DataError(f"{profile.name}: no known Kaggle slug; download the data in a browser and pass "
+                        f"--data PATH (the zip or an unpacked folder)")
+    return {"slug": profile.slug, "source": "kaggle",
+            "layout": {"partitions": list(profile.partitions), "feature_dir": profile.feature_dir,
+                       "transcript_dir": profile.transcript_dir, "sample_submission": profile.sample_submission}}
+
+
+def fetch_from_kaggle(run: StageRun) -> dict:
+    """The competition zip through the kaggle client (pipeline/kaggle_client.py): resumed from `<slug>.zip.part`
+    when interrupted (this stage is resumable), skipped when complete, verified before it gets its final name."""
+    from pipeline.kaggle_client import Kaggle
+
+    archive = run.out / f"{run.profile.slug}.zip"
+    fetched = Kaggle(log=run.log, progress=run.options.get("progress", True)).download(run.profile.slug, archive)
+    run.log(f"{archive.name}: {fetched['size']:,} bytes, sha256 {fetched['sha256'][:12]}…"
+            + (" (resumed)" if fetched.get("resumed") else ""))
+    return {"kind": "kaggle", "sha256": fetched["sha256"], "size": fetched["size"]}
 
 
 def copy_verified(source: Path, target: Path, expected_sha256: str) -> None:
@@ -54,26 +81,109 @@ def unzip_atomically(archive: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+LOCAL_DATA_FILE = "local_data.json"   # artifacts/<competition>/local_data.json: where `--data` pointed last
+
+
+def with_local_data(profile: Profile, data: Path | None, artifacts_root: Path) -> Profile:
+    """The profile reading its data from `data` (a Kaggle zip fetched by browser, or an unpacked folder such as
+    /kaggle/input/<slug>). The choice is remembered per competition, so later commands need no `--data`."""
+    remembered = Path(artifacts_root) / profile.name / LOCAL_DATA_FILE
+    if data is None:
+        if not remembered.exists():
+            return profile
+        data = Path(json.loads(remembered.read_text())["path"])
+        if not data.exists():
+            raise DataError(f"{data}: gone (remembered in {remembered} from an earlier --data; give --data again)")
+    data = Path(data).expanduser().resolve()
+    if not data.exists():
+        raise DataError(f"--data {data}: no such file or folder")
+    if data.is_file() and not zipfile.is_zipfile(data):
+        raise DataError(f"--data {data}: not a zip archive (expected the competition zip or an unpacked folder)")
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    tmp = remembered.with_name(remembered.name + ".tmp")
+    tmp.write_text(json.dumps({"path": str(data)}) + "\n")
+    os.replace(tmp, remembered)
+    return dataclasses.replace(profile, local_data=data)
+
+
+def local_fingerprint(source: Path) -> str:
+    """Cheap identity of local data (sizes and modification times, not contents: a zip is gigabytes)."""
+    digest = hashlib.sha256()
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(source) if path != source else path.name}|{stat.st_size}|"
+                      f"{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def local_params(profile: Profile) -> dict:
+    source = Path(profile.local_data)
+    if not source.exists():
+        raise DataError(f"--data {source}: no such file or folder")
+    return {"slug": profile.slug, "source": "local", "path": str(source), "fingerprint": local_fingerprint(source),
+            "layout": {"partitions": list(profile.partitions), "feature_dir": profile.feature_dir,
+                       "transcript_dir": profile.transcript_dir, "sample_submission": profile.sample_submission}}
+
+
+def use_local_data(source: Path, target: Path, fingerprint: str | None = None) -> dict:
+    """Put local data at `target`: a zip is unzipped atomically (its sha256 recorded), a folder is linked (never
+    copied: /kaggle/input is read-only and large). Refuses data that changed since the stage was planned."""
+    if fingerprint is not None and local_fingerprint(source) != fingerprint:
+        raise DataError(f"{source}: changed since this run was planned (rerun the command)")
+    if source.is_file():
+        unzip_atomically(source, target)
+        return {"kind": "zip", "source_path": str(source), "sha256": sha256_file(source)}
+    tmp = target.with_name(target.name + ".link")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(source, tmp, target_is_directory=True)
+    if target.is_symlink():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return {"kind": "folder", "source_path": str(source)}
+
+
 def verify_layout(data: Path, profile: Profile) -> tuple[Path, dict]:
-    root = find_data_root(data, profile)
+    """Detect the layout facts from the data (see kaggle_layout.detect_layout), check every partition against
+    them, and return (root, facts): counts, sample_submission / test_order paths relative to data's parent, and
+    declared / detected / differences / evidence / summary (one line) for the manifest."""
+    root, detected, evidence = detect_layout(data, profile)
+    actual = profile.reconciled(detected)
     train, dev, test = profile.partitions
-    counts = {name: len(list_partition(root, name, profile, labelled=(name != test)).feature_files)
+    order = read_test_order(evidence["test_order"])[0] if "test_order" in evidence else None
+    counts = {name: len(list_partition(root, name, actual, labelled=(name != test),
+                                       order=order if name == test else None).feature_files)
               for name in (train, dev, test)}
-    sample = next(iter(sorted(data.rglob(profile.sample_submission))), None)
-    if sample is None:
-        raise DataError(f"{data}: no {profile.sample_submission} in the archive")
-    return root, {"counts": counts, "sample_submission": str(sample.relative_to(data.parent))}
+    diffs = differences(profile, detected)
+    relative = {key: str(path.relative_to(data.parent)) for key, path in evidence.items()}
+    return root, {"counts": counts, "sample_submission": relative["sample_submission"],
+                  "test_order": relative.get("test_order"), "declared": profile.declared(), "detected": detected,
+                  "differences": diffs, "evidence": relative, "summary": describe(detected, diffs)}
 
 
 def run(run: StageRun) -> dict:
+    if run.params["source"] == "local":
+        facts = use_local_data(Path(run.params["path"]), run.out / "data", run.params["fingerprint"])
+        root, layout = verify_layout(run.out / "data", run.profile)
+        run.log(f"{facts['kind']} {run.params['path']}: partitions {layout['counts']}")
+        run.log(layout["summary"])
+        return {"data_root": str(root.relative_to(run.out)), **facts, **layout}
     archive = run.out / f"{run.profile.slug}.zip"
-    if not archive.exists():
+    fetched = {}
+    if run.params["source"] == "kaggle":
+        fetched = fetch_from_kaggle(run)
+    elif not archive.exists():
         copy_verified(run.profile.embedded_zip, archive, run.params["sha256"])
     unzip_atomically(archive, run.out / "data")
     root, facts = verify_layout(run.out / "data", run.profile)
     run.log(f"partitions: {facts['counts']}")
-    return {"data_root": str(root.relative_to(run.out)), **facts}
+    run.log(facts["summary"])
+    return {"data_root": str(root.relative_to(run.out)), **fetched, **facts}
 
 
+# resumable: an interrupted Kaggle download keeps its `.part` (and a complete zip) for the next attempt
 STAGE = Stage(name="download", upstream=(), code=("pipeline.stages.download", "pipeline.data.kaggle_layout"),
-              params=params, label=label, run=run)
+              params=params, label=label, run=run, resumable=True)

@@ -1,5 +1,8 @@
 """normalize: Kaggle-layout partitions → validated feature stores (one memmapped float32 array per partition).
 
+Reads the data as the download stage detected it (feature dim and orientation, transcript folder, start/end
+markers, test order), which may differ from the profile where the formats doc marks a fact as conflicting.
+
 method "cmvn": per-utterance cepstral mean/variance normalization (the starters' default);
 method "global": mean/std over all TRAIN frames, saved as `global_mvn.npz` (its sha256 in the metrics) and applied to
 every partition. Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py).
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.kaggle_layout import DataError, Partition, encode, feature_length, find_data_root, list_partition, \
-    read_features, read_transcript
+    read_features, read_test_order, read_transcript, symbol_index
 from pipeline.data.store import FeatureStore
 from pipeline.engine import Stage, StageRun, sha256_file
 from pipeline.progress import track
@@ -24,8 +27,9 @@ STORE_NAMES = ("train", "dev", "test")
 
 def params(profile: Profile, recipe: dict) -> dict:
     return {**recipe["normalize"], "dim": profile.feature_dim, "symbols": list(profile.symbols),
-            "label_kind": LABEL_KIND[profile.family], "markers": list(profile.markers),
-            "feature_dir": profile.feature_dir, "transcript_dir": profile.transcript_dir}
+            "label_kind": LABEL_KIND[profile.family], "markers": list(profile.markers) if profile.markers else None,
+            "feature_dir": profile.feature_dir, "transcript_dir": profile.transcript_dir,
+            "layout": profile.feature_layout, "test_order": profile.test_order}
 
 
 def label(params: dict) -> str:
@@ -36,12 +40,13 @@ def cmvn(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / (x.std(axis=0) + EPS)
 
 
-def global_stats(partition: Partition, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def global_stats(partition: Partition, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+    dim = profile.feature_dim
     total = np.zeros(dim, np.float64)
     squares = np.zeros(dim, np.float64)
     frames = 0
     for path in track(partition.feature_files, "global MVN statistics (train)"):
-        x = read_features(path, dim).astype(np.float64)
+        x = read_features(path, dim, profile.feature_layout).astype(np.float64)
         total += x.sum(axis=0)
         squares += (x * x).sum(axis=0)
         frames += len(x)
@@ -51,18 +56,18 @@ def global_stats(partition: Partition, dim: int) -> tuple[np.ndarray, np.ndarray
 
 
 def labels_for(partition: Partition, profile: Profile, lengths: list[int], kind: str):
-    index = {symbol: i for i, symbol in enumerate(profile.symbols)}
+    index = symbol_index(profile.symbols)
     for path, frames in zip(partition.transcript_files, lengths):
-        tokens = read_transcript(path, profile.markers)
+        tokens = read_transcript(path, profile.markers, text=profile.label_format == "text")
         if kind == "frame" and len(tokens) != frames:
             raise DataError(f"{path}: {len(tokens)} frame labels for {frames} frames (expected one per frame)")
         yield encode(tokens, index, path)
 
 
 def write_store(partition: Partition, store_dir: Path, profile: Profile, params: dict, transform) -> FeatureStore:
-    dim = params["dim"]
-    lengths = [feature_length(path, dim) for path in partition.feature_files]
-    features = (transform(read_features(path, dim)) for path in
+    dim, layout = profile.feature_dim, profile.feature_layout
+    lengths = [feature_length(path, dim, layout) for path in partition.feature_files]
+    features = (transform(read_features(path, dim, layout)) for path in
                 track(partition.feature_files, f"normalize {partition.name}"))
     labels = (labels_for(partition, profile, lengths, params["label_kind"])
               if partition.transcript_files is not None else None)
@@ -74,13 +79,17 @@ def write_store(partition: Partition, store_dir: Path, profile: Profile, params:
 def run(run: StageRun) -> dict:
     download = run.inputs["download"]
     root = download.dir / download.manifest["metrics"]["data_root"]
-    root = find_data_root(root, run.profile)
-    profile, dim = run.profile, run.params["dim"]
-    partitions = [list_partition(root, name, profile, labelled=(store != "test"))
+    facts = download.manifest["metrics"]
+    profile = run.profile.reconciled(facts.get("detected"))  # the data's own dim, orientation, markers, folders
+    root = find_data_root(root, profile)
+    order = read_test_order(download.dir / facts["test_order"])[0] if facts.get("test_order") else None
+    partitions = [list_partition(root, name, profile, labelled=(store != "test"),
+                                 order=order if store == "test" else None)
                   for name, store in zip(profile.partitions, STORE_NAMES)]
-    metrics: dict = {}
+    metrics: dict = {"dim": profile.feature_dim, "layout": profile.feature_layout,
+                     "test_order": "test_order" if order else "sorted"}
     if run.params["method"] == "global":
-        mean, std = global_stats(partitions[0], dim)
+        mean, std = global_stats(partitions[0], profile)
         np.savez(run.out / "global_mvn.npz", mean=mean, std=std)
         metrics["global_mvn_sha256"] = sha256_file(run.out / "global_mvn.npz")
         transform = lambda x: (x - mean) / (std + EPS)  # noqa: E731

@@ -36,6 +36,11 @@ def run(run: StageRun) -> dict:
 
     normalized = run.inputs["normalize"].dir
     write_json_atomic(run.out / "normalization.json", normalization_record(run.inputs["normalize"]))
+    train_store = FeatureStore.open(normalized / "train")
+    model_cfg = {**run.params["model"], "input_dim": train_store.dim}  # the dim normalize detected in the data
+    if train_store.dim != run.params["model"]["input_dim"]:
+        run.log(f"features are {train_store.dim}-d in the data ({run.profile.name} declares "
+                f"{run.params['model']['input_dim']}): the model takes {train_store.dim}")
     run_config = {"competition": run.profile.name, "params": run.params, "keys": run.keys}
     nproc = int(run.options.get("nproc") or 1)
     tracking = run.options.get("wandb") or "auto"
@@ -43,12 +48,12 @@ def run(run: StageRun) -> dict:
     if nproc > 1:
         from pipeline.training.ddp_worker import launch_ddp
 
-        job = {"model_cfg": run.params["model"], "train_cfg": run.params["train"],
+        job = {"model_cfg": model_cfg, "train_cfg": run.params["train"],
                "train_store": str(normalized / "train"), "dev_store": str(normalized / "dev"),
                "out_dir": str(run.out), "tracking": tracking, "run_name": run_name, "run_config": run_config}
         return launch_ddp(job, nproc)
-    return train_ctc(CTCRNNConfig(**run.params["model"]), CTCTrainConfig(**run.params["train"]),
-                     FeatureStore.open(normalized / "train"), FeatureStore.open(normalized / "dev"), run.out,
+    return train_ctc(CTCRNNConfig(**model_cfg), CTCTrainConfig(**run.params["train"]),
+                     train_store, FeatureStore.open(normalized / "dev"), run.out,
                      tracking=tracking, run_name=run_name, run_config=run_config,
                      progress=bool(run.options.get("progress", True)))
 
