@@ -51,7 +51,9 @@ def section_schemas(family: str) -> dict[str, type[BaseModel]]:
         return {"normalize": NormalizeConfig}  # a family whose recipe is not built yet: data stages only
     shared = {"normalize": NormalizeConfig, "model": None, "train": None, "select": SelectConfig,
               "decode": DecodeConfig, "submit": SubmitConfig}
-    return {name: own.get(name, schema) for name, schema in shared.items() if own.get(name, schema) is not None}
+    merged = {name: own.get(name, schema) for name, schema in shared.items() if own.get(name, schema) is not None}
+    merged.update({name: schema for name, schema in own.items() if name not in shared})  # family-only, e.g. data
+    return merged
 
 
 def recipe_path(family: str, name: str) -> Path:

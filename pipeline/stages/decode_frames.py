@@ -1,0 +1,130 @@
+"""decode (hw1p2): the class of every dev and test frame, argmax of the model's posteriors.
+
+decode.ensemble = 1 uses the selected model (`select`: best, or a weight average); N > 1 averages the softmax
+posteriors of the N best checkpoints by dev accuracy in the train run (a posterior ensemble, different from
+select's weight averaging: it also works for checkpoints far apart in training). Each model reads windows with
+its own context and padding, as its checkpoint records them.
+
+Outputs: `test_frames.npy` (int32, one class per test frame, utterances in sorted-id order) and
+`test_hypotheses.json` ({"ids", "frames_file", "frames"}) for csv; `dev_results.json` (accuracy, per-phoneme
+accuracy, confusion counts), `dev_confusion.npy`, `dev_confusion.png`. The manifest has dev accuracy, the
+majority-class baseline and per-phoneme accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.engine import EngineError, Stage, StageRun, write_json_atomic
+from pipeline.tasks.profiles import Profile
+
+
+def params(profile: Profile, recipe: dict) -> dict:
+    decode = recipe["decode"]
+    return {"ensemble": decode["ensemble"], "batch_size": decode["batch_size"]}
+
+
+def label(params: dict) -> str:
+    return "argmax" if params["ensemble"] == 1 else f"argmax-ens{params['ensemble']}"
+
+
+def ensemble_members(run: StageRun) -> list[Path]:
+    if run.params["ensemble"] == 1:
+        return [run.inputs["select"].dir / "model.pt"]
+    index_path = run.inputs["train"].dir / "checkpoints" / "index.json"
+    entries = json.loads(index_path.read_text())["checkpoints"][: run.params["ensemble"]]
+    if len(entries) < run.params["ensemble"]:
+        raise EngineError(f"{index_path}: {len(entries)} top-k checkpoints kept, decode.ensemble="
+                          f"{run.params['ensemble']} needs that many (raise train.keep_top_k and retrain, or lower "
+                          f"decode.ensemble)")
+    return [index_path.parent / e["file"] for e in entries]
+
+
+def posteriors(checkpoint: Path, stores: dict, batch_size: int) -> dict[str, np.ndarray]:
+    """Softmax (frames, classes) float32 per partition, frames in store order."""
+    import torch
+
+    from pipeline.data.frames import FrameWindows
+    from pipeline.models.mlp import build_from_dict
+    from pipeline.progress import progress_bar
+    from pipeline.training.checkpoints import load_checkpoint
+
+    saved = load_checkpoint(checkpoint)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_from_dict(saved["model_config"])
+    model.load_state_dict(saved["state_dict"])
+    model.to(device).eval()
+    padding = (saved.get("data") or {}).get("padding", "utterance")
+    result = {}
+    with torch.inference_mode(), progress_bar() as bar:
+        for name, store in stores.items():
+            windows = FrameWindows(store, model.cfg.context, padding)
+            out = np.empty((len(windows), model.cfg.num_classes), np.float32)
+            task = bar.add_task(f"posteriors {name} ({checkpoint.name})", total=len(windows))
+            start = 0
+            for x, _ in windows.batches(batch_size, shuffle=False, with_labels=False):
+                probs = torch.softmax(model(torch.from_numpy(x).to(device)).float(), dim=-1)
+                out[start : start + len(x)] = probs.cpu().numpy()
+                start += len(x)
+                bar.advance(task, len(x))
+            result[name] = out
+    return result
+
+
+def averaged_posteriors(members: list[Path], stores: dict, batch_size: int) -> dict[str, np.ndarray]:
+    total: dict[str, np.ndarray] = {}
+    for path in members:
+        for name, probs in posteriors(path, stores, batch_size).items():
+            total[name] = total[name] + probs if name in total else probs
+    return {name: probs / len(members) for name, probs in total.items()}
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def run(run: StageRun) -> dict:
+    from pipeline.data.store import FeatureStore
+    from pipeline.decoding.frame_report import (accuracy, confusion_matrix, majority_baseline, per_class_accuracy,
+                                                plot_confusion)
+
+    normalized = run.inputs["normalize"].dir
+    stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
+    members = ensemble_members(run)
+    probs = averaged_posteriors(members, stores, run.params["batch_size"])
+    symbols = list(run.profile.symbols)
+    dev_truth = np.asarray(stores["dev"].labels_array)
+    dev_predicted = probs["dev"].argmax(axis=1)
+    test_predicted = probs["test"].argmax(axis=1).astype(np.int32)
+
+    confusion = confusion_matrix(dev_truth, dev_predicted, len(symbols))
+    per_phoneme = per_class_accuracy(confusion, symbols)
+    majority, majority_acc = majority_baseline(FeatureStore.open(normalized / "train").labels_array, dev_truth,
+                                               len(symbols))
+    dev_acc = accuracy(confusion)
+    save_npy(run.out / "dev_confusion.npy", confusion)
+    plot_confusion(confusion, symbols, run.out / "dev_confusion.png",
+                   f"{run.profile.name} dev: {dev_acc:.2f}% frame accuracy ({len(members)} model(s))")
+    write_json_atomic(run.out / "dev_results.json", {
+        "accuracy": dev_acc, "majority_class": symbols[majority], "majority_accuracy": majority_acc,
+        "per_phoneme_accuracy": per_phoneme, "symbols": symbols, "confusion": confusion.tolist()})
+    save_npy(run.out / "test_frames.npy", test_predicted)
+    write_json_atomic(run.out / "test_hypotheses.json", {"ids": stores["test"].ids, "frames_file": "test_frames.npy",
+                                                         "frames": len(test_predicted)})
+    run.log(f"dev frame accuracy {dev_acc:.2f}% (majority class {symbols[majority]}: {majority_acc:.2f}%), "
+            f"{len(members)} model(s); confusion → {run.out / 'dev_confusion.png'}")
+    return {"dev_acc": dev_acc, "dev_majority_acc": majority_acc, "dev_frames": int(len(dev_truth)),
+            "test_frames": int(len(test_predicted)), "members": [p.name for p in members],
+            "per_phoneme_acc": per_phoneme}
+
+
+STAGE = Stage(name="decode", upstream=("normalize", "select", "train"),
+              code=("pipeline.stages.decode_frames", "pipeline.decoding.frame_report", "pipeline.models.mlp",
+                    "pipeline.tasks.hw1p2_recipe", "pipeline.data.frames", "pipeline.data.store"),
+              params=params, label=label, run=run)
