@@ -1,0 +1,127 @@
+"""Greedy and beam search for attention decoders (LAS, Transformer) through their incremental interface:
+
+    memory = model.encode(x, lengths); state = model.start(memory)
+    logits, state, attention = model.step(state, tokens)      # one output position for every row
+    state = model.reorder(state, rows)                         # beam search: keep / duplicate rows
+
+Only the profile's output characters and <eos> may be emitted (<pad>, <sos> and other specials are masked).
+Beam search keeps `beam` live hypotheses per utterance; a hypothesis ending in <eos> among the top `beam`
+candidates is finished with score log P / length^alpha (length counts the <eos>); an utterance stops once it has
+`beam` finished hypotheses, or at max_length (its live hypotheses then count only if none finished). With beam 1
+this is exactly greedy search.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def allowed_tokens(cfg, device=None) -> torch.Tensor:
+    """(V,) bool: what the decoder may emit."""
+    allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=device)
+    if cfg.output_tokens is not None:
+        allowed[cfg.output_tokens] = True
+    else:
+        allowed[:] = True
+        allowed[[cfg.pad, cfg.sos]] = False
+    allowed[cfg.eos] = True
+    return allowed
+
+
+def _cut_at_eos(row: list[int], eos: int) -> list[int]:
+    return row[: row.index(eos)] if eos in row else row
+
+
+@torch.no_grad()
+def greedy_search(model, x: torch.Tensor, lengths: torch.Tensor, max_length: int, with_attention: bool = False):
+    """Batched argmax decoding → token lists without <eos> (and, if asked, each utterance's attention (L, T'))."""
+    cfg = model.cfg
+    allowed = allowed_tokens(cfg, x.device)
+    state = model.start(model.encode(x, lengths))
+    B = x.shape[0]
+    tokens = torch.full((B,), cfg.sos, dtype=torch.long, device=x.device)
+    done = torch.zeros(B, dtype=torch.bool, device=x.device)
+    outputs, attention = [], []
+    for _ in range(max_length):
+        logits, state, weights = model.step(state, tokens)
+        tokens = logits.float().masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+        outputs.append(tokens)
+        if with_attention:
+            attention.append(weights.float())
+        done |= tokens == cfg.eos
+        if bool(done.all()):
+            break
+    rows = torch.stack(outputs, dim=1).tolist()
+    hypotheses = [_cut_at_eos(row, cfg.eos) for row in rows]
+    if not with_attention:
+        return hypotheses
+    weights = torch.stack(attention, dim=1).cpu()                 # (B, L, T')
+    enc_lengths = state["lengths"].cpu()
+    maps = [weights[b, : len(h) + 1, : int(enc_lengths[b])] for b, h in enumerate(hypotheses)]
+    return hypotheses, maps
+
+
+@torch.no_grad()
+def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_length: int,
+                alpha: float = 1.0) -> list[list[tuple[float, list[int]]]]:
+    """Per utterance: finished hypotheses (normalized score, tokens without <eos>), best first."""
+    cfg = model.cfg
+    allowed = allowed_tokens(cfg, x.device)
+    B, K = x.shape[0], beam
+    state = model.start(model.encode(x, lengths))
+    state = model.reorder(state, torch.arange(B, device=x.device).repeat_interleave(K))
+    scores = torch.full((B, K), float("-inf"), device=x.device)
+    scores[:, 0] = 0.0                                     # one live hypothesis per utterance at the start
+    tokens = torch.full((B * K,), cfg.sos, dtype=torch.long, device=x.device)
+    history = torch.zeros(B * K, 0, dtype=torch.long, device=x.device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    active = [True] * B
+    for t in range(max_length):
+        logits, state, _ = model.step(state, tokens)
+        log_probs = F.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
+        V = log_probs.shape[-1]
+        candidates = (scores.reshape(B * K, 1) + log_probs).reshape(B, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)
+        top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        new_scores = [[float("-inf")] * K for _ in range(B)]
+        new_rows = [[b * K] * K for b in range(B)]
+        new_tokens = [[cfg.eos] * K for _ in range(B)]
+        for b in range(B):
+            if not active[b]:
+                continue
+            chosen = 0
+            for j, (score, flat) in enumerate(zip(top_scores[b], top_index[b])):
+                if score == float("-inf") or chosen == K:
+                    break
+                source, token = divmod(flat, V)
+                if token == cfg.eos:
+                    if j < K:   # only an <eos> that ranks among the top `beam` candidates ends a hypothesis
+                        finished[b].append((score / (t + 1) ** alpha, history[b * K + source].tolist()))
+                    continue
+                new_scores[b][chosen], new_rows[b][chosen], new_tokens[b][chosen] = score, b * K + source, token
+                chosen += 1
+            if len(finished[b]) >= K or chosen == 0:
+                active[b] = False
+        if not any(active):
+            break
+        rows = torch.tensor(new_rows, device=x.device).reshape(-1)
+        tokens = torch.tensor(new_tokens, device=x.device).reshape(-1)
+        scores = torch.tensor(new_scores, device=x.device)
+        state = model.reorder(state, rows)
+        history = torch.cat([history[rows], tokens[:, None]], dim=1)
+    else:  # max_length reached: live hypotheses (no <eos>) count only where nothing finished — a looping
+        for b in range(B):  # hypothesis must not beat a finished one through length normalization
+            if active[b] and not finished[b]:
+                for k in range(K):
+                    score = float(scores[b, k])
+                    if score > float("-inf"):
+                        finished[b].append((score / max_length ** alpha, history[b * K + k].tolist()))
+    return [sorted(f, key=lambda item: -item[0]) or [(0.0, [])] for f in finished]
+
+
+def decode_batch(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_length: int,
+                 alpha: float = 1.0) -> list[list[tuple[float, list[int]]]]:
+    """n-best lists for a batch: greedy search when beam == 1 (cheaper, same answer)."""
+    if beam == 1:
+        return [[(0.0, h)] for h in greedy_search(model, x, lengths, max_length)]
+    return beam_search(model, x, lengths, beam, max_length, alpha)

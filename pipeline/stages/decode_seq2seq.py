@@ -1,0 +1,108 @@
+"""decode (hw4p2): greedy and beam search (length-normalized, <eos>-terminated, capped at max_length) over dev
+and test with the selected LAS / Transformer model.
+
+Dev gets greedy, beam and oracle (closest hypothesis in the final beam) distance side by side, in the profile's
+metric (character Levenshtein, or CER). Outputs: `test_hypotheses.json` ({"ids", "tokens"}: symbol indices of
+output characters only, for the csv stage), `dev_results.json`.
+"""
+from __future__ import annotations
+
+import time
+
+from pipeline.engine import Stage, StageRun, write_json_atomic
+from pipeline.tasks.profiles import Profile
+
+
+def params(profile: Profile, recipe: dict) -> dict:
+    decode = recipe["decode"]
+    return {"beam": decode["beam"], "length_alpha": decode["length_alpha"], "max_length": decode["max_length"],
+            "batch_size": decode["batch_size"], "metric": profile.metric}
+
+
+def label(params: dict) -> str:
+    return f"beam{params['beam']}-a{params['length_alpha']:g}-max{params['max_length']}"
+
+
+def decode_store(model, store, beam: int, max_length: int, alpha: float, batch_size: int, description: str):
+    """n-best lists per utterance in store order, decoded in length-sorted batches (little padding)."""
+    import numpy as np
+    import torch
+
+    from pipeline.decoding.attention_search import decode_batch
+    from pipeline.progress import progress_bar
+
+    order = sorted(range(len(store)), key=lambda i: int(store.lengths[i]))
+    results: list = [None] * len(store)
+    rows = max(1, batch_size // beam) if beam > 1 else batch_size
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(order))
+        for start in range(0, len(order), rows):
+            chunk = order[start : start + rows]
+            feats = [torch.from_numpy(np.array(store.features(i), dtype=np.float32)) for i in chunk]
+            lengths = torch.tensor([len(f) for f in feats])
+            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+            for i, nbest in zip(chunk, decode_batch(model, padded, lengths, beam, max_length, alpha)):
+                results[i] = nbest
+            bar.advance(task, len(chunk))
+    return results
+
+
+def run(run: StageRun) -> dict:
+    import torch
+
+    with torch.inference_mode():  # a context, not set_grad_enabled(False): a later stage in this process may train
+        return decode_dev_and_test(run)
+
+
+def decode_dev_and_test(run: StageRun) -> dict:
+    from pipeline.data.store import FeatureStore
+    from pipeline.training.checkpoints import load_model
+    from pipeline.training.seq2seq_trainer import score, to_text
+
+    normalized = run.inputs["normalize"].dir
+    dev, test = (FeatureStore.open(normalized / name) for name in ("dev", "test"))
+    model = load_model(run.inputs["select"].dir / "model.pt")
+    symbols, p = list(run.profile.symbols), run.params
+    refs = [to_text(dev.labels(i).tolist(), symbols) for i in range(len(dev))]
+    texts = lambda hyps: [to_text(h, symbols) for h in hyps]  # noqa: E731
+
+    started = time.perf_counter()
+    greedy = [nbest[0][1] for nbest in decode_store(model, dev, 1, p["max_length"], 0.0, p["batch_size"], "greedy dev")]
+    greedy_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    dev_nbest = decode_store(model, dev, p["beam"], p["max_length"], p["length_alpha"], p["batch_size"],
+                             f"beam {p['beam']} dev")
+    beam_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    test_nbest = decode_store(model, test, p["beam"], p["max_length"], p["length_alpha"], p["batch_size"],
+                              f"beam {p['beam']} test")
+    test_seconds = time.perf_counter() - started
+    dev_beam = [nbest[0][1] for nbest in dev_nbest]
+    oracle = [min((h for _, h in nbest), key=lambda h: score(p["metric"], [ref], [to_text(h, symbols)]))
+              for ref, nbest in zip(refs, dev_nbest)]
+
+    metrics = {
+        "dev_greedy": score(p["metric"], refs, texts(greedy)),
+        "dev_beam": score(p["metric"], refs, texts(dev_beam)),
+        "dev_oracle": score(p["metric"], refs, texts(oracle)),
+        "dev_empty": score(p["metric"], refs, [""] * len(refs)),
+        "metric": p["metric"],
+        "dev_greedy_seconds": round(greedy_seconds, 2),
+        "dev_beam_seconds": round(beam_seconds, 2),
+        "test_seconds": round(test_seconds, 2),
+        "test_utterances": len(test_nbest),
+    }
+    write_json_atomic(run.out / "dev_results.json", {
+        "ids": dev.ids, "reference": refs, "greedy": texts(greedy), "beam": texts(dev_beam)})
+    write_json_atomic(run.out / "test_hypotheses.json",
+                      {"ids": test.ids, "tokens": [nbest[0][1] for nbest in test_nbest]})
+    run.log(f"dev {p['metric']}: greedy {metrics['dev_greedy']:.3f}  beam {metrics['dev_beam']:.3f}  "
+            f"oracle {metrics['dev_oracle']:.3f}  (empty output {metrics['dev_empty']:.3f})")
+    return metrics
+
+
+STAGE = Stage(name="decode", upstream=("normalize", "select"),
+              code=("pipeline.stages.decode_seq2seq", "pipeline.decoding.attention_search",
+                    "pipeline.decoding.metrics", "pipeline.training.seq2seq_trainer", "pipeline.models.las",
+                    "pipeline.models.transformer", "pipeline.tasks.hw4p2_recipe"),
+              params=params, label=label, run=run)
