@@ -14,7 +14,7 @@ from pipeline.tasks.hw4p2_recipe import LASConfig, Seq2SeqTrainConfig, TeacherFo
     output_symbols, special_tokens
 from pipeline.tasks.profiles import HW4P2_VOCAB
 from pipeline.training.length_batching import Seq2SeqCollate, budget_batches, oversized, padded_size
-from pipeline.training.seq2seq_trainer import oom_message, seq2seq_loss
+from pipeline.training.seq2seq_trainer import guided_attention_loss, oom_message, seq2seq_loss
 from pipeline.training.teacher_forcing import rates
 
 torch.set_num_threads(1)
@@ -81,6 +81,26 @@ def test_collate_builds_shifted_targets_padded_with_pad():
         [(torch.zeros(5, 3), torch.tensor([7, 8, 9])), (torch.zeros(4, 3), torch.tensor([5]))])
     assert y_in.tolist() == [[1, 7, 8, 9], [1, 5, 0, 0]] and y_out.tolist() == [[7, 8, 9, 2], [5, 2, 0, 0]]
     assert x_lengths.tolist() == [5, 4] and y_lengths.tolist() == [3, 1]
+
+
+def test_guided_attention_penalizes_off_diagonal_mass_and_ignores_padding():
+    steps = frames = 6                                   # output step n attends frame n: exactly on the diagonal
+    diagonal = torch.eye(steps)
+    last_frame = torch.zeros(steps, frames)
+    last_frame[:, -1] = 1.0
+    one = lambda a: guided_attention_loss(a[None], torch.tensor([steps]), torch.tensor([frames]), sigma=0.2)
+    assert one(diagonal).item() == pytest.approx(0.0, abs=1e-6)
+    assert one(last_frame).item() > 0.4
+    # padding: a batch mate twice as long; the short utterance's padded steps/frames carry junk mass
+    padded = torch.zeros(2, 2 * steps, 2 * frames)
+    padded[0, :steps, :frames] = diagonal
+    padded[0, steps:, :] = 1.0 / (2 * frames)            # steps past <eos>: must not count
+    padded[1] = torch.eye(2 * steps)
+    penalty = guided_attention_loss(padded, torch.tensor([steps, 2 * steps]), torch.tensor([frames, 2 * frames]), 0.2)
+    assert penalty.item() == pytest.approx(0.0, abs=1e-6)
+    padded[0, :steps, frames:] = 1.0                     # mass on padded frames (masked to 0 by the model) is ignored
+    penalty = guided_attention_loss(padded, torch.tensor([steps, 2 * steps]), torch.tensor([frames, 2 * frames]), 0.2)
+    assert penalty.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_oom_message_names_the_budget_to_lower():

@@ -174,6 +174,19 @@ class TeacherForcingConfig(BaseModel):
     after_epoch: int | None = 20
 
 
+class GuidedAttentionConfig(BaseModel):
+    """Guided attention loss (Tachibana et al. 2017): penalize attention mass far from the diagonal,
+    W[n, t] = 1 - exp(-(n/N - t/T)² / (2 sigma²)) for output step n of N and encoder frame t of T (each utterance's
+    own lengths; padded steps and frames count nothing). loss += weight · decay^(epoch-1) · mean over real output steps
+    of Σ_t W·A. On small data it pushes the speller off the "attend to the last frame, guess like a language model"
+    local optimum; the decay lets the model leave the strict diagonal once it aligns. weight 0 = off."""
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(0.0, ge=0.0)
+    sigma: float = Field(0.2, gt=0.0)         # the paper's g: width of the allowed band, in fractions of the length
+    decay: float = Field(1.0, gt=0.0, le=1.0)  # weight multiplier per epoch
+
+
 class Seq2SeqTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -190,6 +203,7 @@ class Seq2SeqTrainConfig(BaseModel):
     grad_clip: float | None = 5.0
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     ctc_weight: float = Field(0.0, ge=0.0, le=1.0)   # model with ctc_head: loss = (1-w)·CE + w·CTC
+    guided_attention: GuidedAttentionConfig = Field(default_factory=GuidedAttentionConfig)
     teacher_forcing: TeacherForcingConfig = Field(default_factory=TeacherForcingConfig)
     specaugment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
     early_stopping: int | None = None         # stop after this many evaluated epochs without a better dev distance

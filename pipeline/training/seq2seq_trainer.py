@@ -86,6 +86,25 @@ def seq2seq_loss(out: dict, y_out, y, y_lengths, cfg, train_cfg: Seq2SeqTrainCon
     return (1 - train_cfg.ctc_weight) * ce + train_cfg.ctc_weight * ctc, ce
 
 
+def guided_attention_loss(attention: torch.Tensor, target_lengths: torch.Tensor, encoder_lengths: torch.Tensor,
+                          sigma: float) -> torch.Tensor:
+    """Mean over real output steps of Σ_t W[n, t]·A[n, t], W = 1 - exp(-(n/N - t/T)² / (2σ²)) with each utterance's
+    own N (output steps, <eos> included) and T (encoder frames): 0 for a diagonal alignment, → 1 far from it.
+    attention (B, L, T) as returned by the model's teacher-forced pass."""
+    B, L, T = attention.shape
+    n = torch.arange(L, device=attention.device, dtype=torch.float32)[None, :, None]
+    t = torch.arange(T, device=attention.device, dtype=torch.float32)[None, None, :]
+    N = target_lengths.to(attention.device, torch.float32)[:, None, None]
+    TT = encoder_lengths.to(attention.device, torch.float32)[:, None, None]
+    # positions at step/frame centres, so a one-step, one-frame utterance is "on the diagonal"
+    offset = (n + 0.5) / N - (t + 0.5) / TT
+    weights = 1.0 - torch.exp(-offset.square() / (2 * sigma ** 2))
+    real = (n < N) & (t < TT)
+    penalty = (weights * attention.float() * real).sum(dim=2)               # (B, L)
+    steps = (n[..., 0] < N[..., 0]).float()                                  # (B, L)
+    return (penalty * steps).sum() / steps.sum().clamp(min=1.0)
+
+
 def oom_message(batch, train_cfg: Seq2SeqTrainConfig) -> str:
     x, x_lengths, y_in = batch[0], batch[1], batch[2]
     frames, tokens = x.shape[0] * x.shape[1], y_in.shape[0] * y_in.shape[1]
@@ -97,7 +116,8 @@ def oom_message(batch, train_cfg: Seq2SeqTrainConfig) -> str:
             f"target tokens): lower {knob} (now {now}), e.g. --set {knob}={int(now * 0.6)}")
 
 
-def train_step(model, batch, optimizer, scaler, train_cfg, rt: Runtime, gen: torch.Generator, tf_rate: float):
+def train_step(model, batch, optimizer, scaler, train_cfg, rt: Runtime, gen: torch.Generator, tf_rate: float,
+               guided_weight: float = 0.0):
     x, x_lengths, y_in, y_out, y, y_lengths = batch
     x = spec_augment(x, x_lengths, train_cfg.specaugment, gen)
     x, x_lengths, y_in, y_out, y, y_lengths = [t.to(rt.device, non_blocking=rt.cuda)
@@ -107,6 +127,10 @@ def train_step(model, batch, optimizer, scaler, train_cfg, rt: Runtime, gen: tor
         with rt.autocast():
             out = model(x, x_lengths, y_in, teacher_forcing=tf_rate, generator=gen)
         loss, ce = seq2seq_loss(out, y_out, y, y_lengths, model.cfg, train_cfg, train_cfg.label_smoothing)
+        if guided_weight > 0:
+            loss = loss + guided_weight * guided_attention_loss(out["attention"], y_lengths + 1,
+                                                                out["encoder_lengths"],
+                                                                train_cfg.guided_attention.sigma)
         scaler.scale(loss).backward()
     except torch.OutOfMemoryError:
         raise TrainingError(oom_message(batch, train_cfg)) from None
@@ -250,8 +274,9 @@ def train_seq2seq(model_cfg, train_cfg: Seq2SeqTrainConfig, train_store, dev_sto
                                 num_workers=cfg.num_workers, pin_memory=rt.cuda)
             console.start_epoch(epoch, len(plans[epoch - 1]))
             losses = []
+            guided_weight = cfg.guided_attention.weight * cfg.guided_attention.decay ** (epoch - 1)
             for batch in loader:
-                losses.append(train_step(model, batch, optimizer, scaler, cfg, rt, gen, tf_rate))
+                losses.append(train_step(model, batch, optimizer, scaler, cfg, rt, gen, tf_rate, guided_weight))
                 schedule.step_batch()
                 console.batch_done(losses[-1])
             dev = {"dev_loss": None, METRIC: None}
