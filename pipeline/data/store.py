@@ -156,3 +156,8 @@ class FeatureStore:
         atomic_write_text(path / "ids.json", json.dumps(list(ids)))
         atomic_write_text(path / "meta.json", json.dumps(meta, indent=1))
         return FeatureStore.open(path)
+
+
+def open_store(store) -> FeatureStore:
+    """A FeatureStore, or the path of one."""
+    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)

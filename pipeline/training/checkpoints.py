@@ -14,8 +14,12 @@ import os
 from pathlib import Path
 
 import importlib
+import random
 
+import numpy as np
 import torch
+
+from pipeline.errors import AsrpipeError
 
 METRIC = "dev_lev"
 
@@ -53,6 +57,44 @@ def model_checkpoint(model: torch.nn.Module, model_cfg, epoch: int, metrics: dic
 def load_checkpoint(path: str | Path) -> dict:
     # weights_only=False: last.pt holds numpy RNG state; our own files only.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class CheckpointError(AsrpipeError, ValueError):
+    """A checkpoint that cannot serve this run (one line naming the file)."""
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_from_last(last_path: Path, model_cfg, model, optimizer, schedule, scaler) -> dict | None:
+    """Restore an interrupted run from last.pt (weights, optimizer, schedule, scaler, RNG) and return that
+    checkpoint with `history`: the epochs of history.json it covers. None when there is nothing to resume."""
+    if not last_path.exists():
+        return None
+    last = load_checkpoint(last_path)
+    if last["model_config"] != model_cfg.model_dump():
+        raise CheckpointError(f"{last_path}: written for another model config; use a fresh output directory")
+    model.load_state_dict(last["state_dict"])
+    optimizer.load_state_dict(last["optimizer"])
+    schedule.load_state_dict(last["schedule"])
+    scaler.load_state_dict(last["scaler"])
+    set_rng_state(last["rng"])
+    history_path = last_path.parent.parent / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    last["history"] = [r for r in history if r["epoch"] <= last["epoch"]]
+    return last
 
 
 def load_model(checkpoint_path: str | Path) -> torch.nn.Module:

@@ -11,9 +11,7 @@ out_dir/
 """
 from __future__ import annotations
 
-import json
 import math
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -27,13 +25,13 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pipeline.data.store import FeatureStore
+from pipeline.data.store import FeatureStore, open_store
 from pipeline.decoding.ctc_greedy import greedy_decode
 from pipeline.models.ctc_rnn import build_model, count_parameters
 from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
 from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches, shard
 from pipeline.training.checkpoints import (
-    TopKKeeper, atomic_torch_save, atomic_write_json, load_checkpoint, model_checkpoint,
+    TopKKeeper, atomic_torch_save, atomic_write_json, model_checkpoint, resume_from_last, rng_state,
 )
 from pipeline.training.schedules import LRSchedule, build_optimizer
 from pipeline.training.specaugment import spec_augment
@@ -141,25 +139,6 @@ def evaluate(model, loader, rt: Runtime) -> dict:
 
 # ---- state ----------------------------------------------------------------------------------------------------------
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def open_store(store) -> FeatureStore:
-    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)
-
-
 def check_compatible(model_cfg: CTCRNNConfig, store: FeatureStore) -> None:
     if store.dim != model_cfg.input_dim:
         raise ValueError(f"{store.path}: features have dim {store.dim}, model input_dim is {model_cfg.input_dim}")
@@ -248,18 +227,10 @@ def train_ctc(model_cfg: CTCRNNConfig, train_cfg: CTCTrainConfig, train_store, d
     history, start_epoch, train_seconds, wandb_id = [], 1, 0.0, None
     last_path = ckpt_dir / "last.pt"
     rt.barrier()
-    if last_path.exists():
-        last = load_checkpoint(last_path)
-        if last["model_config"] != model_cfg.model_dump():
-            raise ValueError(f"{last_path}: written for another model config; use a fresh out_dir")
-        model.load_state_dict(last["state_dict"])
-        optimizer.load_state_dict(last["optimizer"])
-        schedule.load_state_dict(last["schedule"])
-        scaler.load_state_dict(last["scaler"])
-        set_rng_state(last["rng"])
-        start_epoch, train_seconds, wandb_id = last["epoch"] + 1, last["train_seconds"], last.get("wandb_id")
-        if (out_dir / "history.json").exists():
-            history = [r for r in json.loads((out_dir / "history.json").read_text()) if r["epoch"] <= last["epoch"]]
+    last = resume_from_last(last_path, model_cfg, model, optimizer, schedule, scaler)
+    if last:
+        history, start_epoch = last["history"], last["epoch"] + 1
+        train_seconds, wandb_id = last["train_seconds"], last.get("wandb_id")
         if keeper:
             keeper.drop_after(last["epoch"])
     elif rt.distributed:

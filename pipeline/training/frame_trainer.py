@@ -11,10 +11,8 @@ out_dir/
 """
 from __future__ import annotations
 
-import json
 import math
 import queue
-import random
 import threading
 import time
 from contextlib import nullcontext
@@ -25,13 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data.frames import FrameWindows
-from pipeline.data.store import FeatureStore
+from pipeline.data.store import FeatureStore, open_store
 from pipeline.errors import AsrpipeError
 from pipeline.models.mlp import FrameMLP, count_parameters
 from pipeline.progress import progress_bar
 from pipeline.tasks.hw1p2_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
 from pipeline.training.checkpoints import (
-    TopKKeeper, atomic_torch_save, atomic_write_json, load_checkpoint, model_checkpoint,
+    TopKKeeper, atomic_torch_save, atomic_write_json, model_checkpoint, resume_from_last, rng_state,
 )
 from pipeline.training.frame_schedule import FrameSchedule, build_optimizer
 from pipeline.training.specaugment import spec_augment
@@ -108,25 +106,6 @@ def evaluate(model: torch.nn.Module, windows: FrameWindows, batch_size: int, dev
     return {"dev_loss": total_loss / max(1, seen), "dev_acc": 100.0 * correct / max(1, seen)}
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def open_store(store) -> FeatureStore:
-    return store if isinstance(store, FeatureStore) else FeatureStore.open(store)
-
-
 def train_frames(model_cfg: MLPConfig, data_cfg: FrameDataConfig, train_cfg: FrameTrainConfig, train_store,
                  dev_store, out_dir: Path, *, tracking: str = "auto", run_name: str, run_config: dict,
                  progress: bool = True, stop_after_epoch: int | None = None) -> dict:
@@ -160,18 +139,10 @@ def train_frames(model_cfg: MLPConfig, data_cfg: FrameDataConfig, train_cfg: Fra
 
     history, start_epoch, train_seconds, wandb_id = [], 1, 0.0, None
     last_path = ckpt_dir / "last.pt"
-    if last_path.exists():
-        last = load_checkpoint(last_path)
-        if last["model_config"] != model_cfg.model_dump():
-            raise FrameTrainError(f"{last_path}: written for another model config; use a fresh out_dir")
-        model.load_state_dict(last["state_dict"])
-        optimizer.load_state_dict(last["optimizer"])
-        schedule.load_state_dict(last["schedule"])
-        scaler.load_state_dict(last["scaler"])
-        set_rng_state(last["rng"])
-        start_epoch, train_seconds, wandb_id = last["epoch"] + 1, last["train_seconds"], last.get("wandb_id")
-        if (out_dir / "history.json").exists():
-            history = [r for r in json.loads((out_dir / "history.json").read_text()) if r["epoch"] <= last["epoch"]]
+    last = resume_from_last(last_path, model_cfg, model, optimizer, schedule, scaler)
+    if last:
+        history, start_epoch = last["history"], last["epoch"] + 1
+        train_seconds, wandb_id = last["train_seconds"], last.get("wandb_id")
         keeper.drop_after(last["epoch"])
 
     tracker = Tracker(tracking, out_dir, run_name, run_config, resume_id=wandb_id)

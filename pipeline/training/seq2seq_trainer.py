@@ -13,7 +13,6 @@ out_dir/
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,9 +28,9 @@ from pipeline.decoding.metrics import cer, levenshtein_mean
 from pipeline.errors import AsrpipeError
 from pipeline.tasks.hw4p2_recipe import LASConfig, Seq2SeqTrainConfig, TransformerConfig
 from pipeline.training.attention_plots import plot_attention
-from pipeline.training.checkpoints import TopKKeeper, atomic_torch_save, atomic_write_json, load_checkpoint, \
-    model_checkpoint
-from pipeline.training.ctc_trainer import Console, Runtime, rng_state, set_rng_state
+from pipeline.training.checkpoints import TopKKeeper, atomic_torch_save, atomic_write_json, model_checkpoint
+from pipeline.training.checkpoints import resume_from_last, rng_state
+from pipeline.training.ctc_trainer import Console, Runtime
 from pipeline.training.length_batching import Seq2SeqCollate, Seq2SeqDataset, budget_batches, oversized
 from pipeline.training.schedules import LRSchedule, build_optimizer
 from pipeline.training.specaugment import spec_augment
@@ -106,7 +105,7 @@ def guided_attention_loss(attention: torch.Tensor, target_lengths: torch.Tensor,
 
 
 def oom_message(batch, train_cfg: Seq2SeqTrainConfig) -> str:
-    x, x_lengths, y_in = batch[0], batch[1], batch[2]
+    x, y_in = batch[0], batch[2]
     frames, tokens = x.shape[0] * x.shape[1], y_in.shape[0] * y_in.shape[1]
     frames_full = frames / train_cfg.max_frames_per_batch
     tokens_full = tokens / train_cfg.max_tokens_per_batch
@@ -228,19 +227,10 @@ def train_seq2seq(model_cfg, train_cfg: Seq2SeqTrainConfig, train_store, dev_sto
 
     history, start_epoch, train_seconds, wandb_id, tf_rate = [], 1, 0.0, None, cfg.teacher_forcing.start
     last_path = ckpt_dir / "last.pt"
-    if last_path.exists():
-        last = load_checkpoint(last_path)
-        if last["model_config"] != model_cfg.model_dump():
-            raise TrainingError(f"{last_path}: written for another model config; use a fresh output directory")
-        model.load_state_dict(last["state_dict"])
-        optimizer.load_state_dict(last["optimizer"])
-        schedule.load_state_dict(last["schedule"])
-        scaler.load_state_dict(last["scaler"])
-        set_rng_state(last["rng"])
-        start_epoch, train_seconds, wandb_id = last["epoch"] + 1, last["train_seconds"], last.get("wandb_id")
-        tf_rate = last["tf_rate"]
-        if (out_dir / "history.json").exists():
-            history = [r for r in json.loads((out_dir / "history.json").read_text()) if r["epoch"] <= last["epoch"]]
+    last = resume_from_last(last_path, model_cfg, model, optimizer, schedule, scaler)
+    if last:
+        history, start_epoch = last["history"], last["epoch"] + 1
+        train_seconds, wandb_id, tf_rate = last["train_seconds"], last.get("wandb_id"), last["tf_rate"]
         keeper.drop_after(last["epoch"])
 
     collate = Seq2SeqCollate(model_cfg.pad, model_cfg.sos, model_cfg.eos)
