@@ -97,6 +97,16 @@ def resume_from_last(last_path: Path, model_cfg, model, optimizer, schedule, sca
     return last
 
 
+def save_last(checkpoint: dict, out_dir: Path, history: list, train_cfg, optimizer, schedule, scaler,
+              train_seconds: float, wandb_id: str | None, **extra) -> None:
+    """The end of every epoch: last.pt (checkpoint + everything resume_from_last restores), then history.json."""
+    last = dict(checkpoint)
+    last.update(train_config=train_cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id, **extra)
+    atomic_torch_save(last, Path(out_dir) / "checkpoints" / "last.pt")
+    atomic_write_json(Path(out_dir) / "history.json", history)
+
+
 def load_model(checkpoint_path: str | Path) -> torch.nn.Module:
     """Rebuild the model from the config stored in the checkpoint; returned in eval mode on CPU."""
     ckpt = load_checkpoint(checkpoint_path)

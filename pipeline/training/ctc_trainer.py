@@ -31,7 +31,7 @@ from pipeline.models.ctc_rnn import build_model, count_parameters
 from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
 from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches, shard
 from pipeline.training.checkpoints import (
-    TopKKeeper, atomic_torch_save, atomic_write_json, model_checkpoint, resume_from_last, rng_state,
+    TopKKeeper, atomic_write_json, model_checkpoint, resume_from_last, save_last,
 )
 from pipeline.training.schedules import LRSchedule, build_optimizer
 from pipeline.training.specaugment import spec_augment
@@ -302,11 +302,8 @@ def save_epoch(model, model_cfg, cfg, optimizer, schedule, scaler, keeper, row, 
                wandb_id) -> None:
     metrics = {k: row[k] for k in ("train_loss", "dev_loss", "dev_lev")}
     keeper.offer(model_checkpoint(model, model_cfg, row["epoch"], metrics), row["dev_lev"], row["epoch"])
-    last = model_checkpoint(model, model_cfg, row["epoch"], metrics)
-    last.update(train_config=cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id)
-    atomic_torch_save(last, out_dir / "checkpoints" / "last.pt")
-    atomic_write_json(out_dir / "history.json", history)
+    save_last(model_checkpoint(model, model_cfg, row["epoch"], metrics), out_dir, history, cfg, optimizer, schedule,
+              scaler, train_seconds, wandb_id)
 
 
 def final_metrics(history, keeper, ckpt_dir, n_params, rt, dev_blank_lev, train_seconds) -> dict:

@@ -29,7 +29,7 @@ from pipeline.models.mlp import FrameMLP, count_parameters
 from pipeline.progress import progress_bar
 from pipeline.tasks.hw1p2_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
 from pipeline.training.checkpoints import (
-    TopKKeeper, atomic_torch_save, atomic_write_json, model_checkpoint, resume_from_last, rng_state,
+    TopKKeeper, atomic_write_json, model_checkpoint, resume_from_last, save_last,
 )
 from pipeline.training.frame_schedule import FrameSchedule, build_optimizer
 from pipeline.training.specaugment import spec_augment
@@ -211,11 +211,7 @@ def save_epoch(model, model_cfg, data_cfg, cfg, optimizer, schedule, scaler, kee
     checkpoint = model_checkpoint(model, model_cfg, row["epoch"], metrics, family="mlp")
     checkpoint["data"] = data_cfg.model_dump()  # decode reads the window padding from here (select copies it)
     keeper.offer(checkpoint, row["dev_acc"], row["epoch"])
-    last = dict(checkpoint)
-    last.update(train_config=cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id)
-    atomic_torch_save(last, out_dir / "checkpoints" / "last.pt")
-    atomic_write_json(out_dir / "history.json", history)
+    save_last(checkpoint, out_dir, history, cfg, optimizer, schedule, scaler, train_seconds, wandb_id)
 
 
 def final_metrics(history, keeper, ckpt_dir, n_params, model_cfg, train_seconds, device) -> dict:

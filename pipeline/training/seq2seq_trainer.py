@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pipeline.data.store import FeatureStore
+from pipeline.data.store import FeatureStore, open_store
 from pipeline.decoding.attention_search import greedy_search
 from pipeline.decoding.metrics import cer, levenshtein_mean
 from pipeline.errors import AsrpipeError
 from pipeline.tasks.hw4p2_recipe import LASConfig, Seq2SeqTrainConfig, TransformerConfig
 from pipeline.training.attention_plots import plot_attention
-from pipeline.training.checkpoints import TopKKeeper, atomic_torch_save, atomic_write_json, model_checkpoint
-from pipeline.training.checkpoints import resume_from_last, rng_state
+from pipeline.training.checkpoints import TopKKeeper, atomic_write_json, model_checkpoint
+from pipeline.training.checkpoints import resume_from_last, save_last
 from pipeline.training.ctc_trainer import Console, Runtime
 from pipeline.training.length_batching import Seq2SeqCollate, Seq2SeqDataset, budget_batches, oversized
 from pipeline.training.schedules import LRSchedule, build_optimizer
@@ -209,8 +209,7 @@ def train_seq2seq(model_cfg, train_cfg: Seq2SeqTrainConfig, train_store, dev_sto
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    train_store = train_store if isinstance(train_store, FeatureStore) else FeatureStore.open(train_store)
-    dev_store = dev_store if isinstance(dev_store, FeatureStore) else FeatureStore.open(dev_store)
+    train_store, dev_store = open_store(train_store), open_store(dev_store)
     for store in (train_store, dev_store):
         check_compatible(model_cfg, store)
     cfg = train_cfg
@@ -313,12 +312,8 @@ def save_epoch(model, model_cfg, cfg, optimizer, schedule, scaler, keeper, row, 
     metrics = {k: row[k] for k in ("train_loss", "dev_loss", METRIC, "tf_rate")}
     keeper.offer(model_checkpoint(model, model_cfg, row["epoch"], metrics, family=model_cfg.family), row[METRIC],
                  row["epoch"])
-    last = model_checkpoint(model, model_cfg, row["epoch"], metrics, family=model_cfg.family)
-    last.update(train_config=cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id,
-                tf_rate=tf_rate)
-    atomic_torch_save(last, out_dir / "checkpoints" / "last.pt")
-    atomic_write_json(out_dir / "history.json", history)
+    save_last(model_checkpoint(model, model_cfg, row["epoch"], metrics, family=model_cfg.family), out_dir, history,
+              cfg, optimizer, schedule, scaler, train_seconds, wandb_id, tf_rate=tf_rate)
 
 
 def final_metrics(history, keeper, ckpt_dir, n_params, empty_dist, train_seconds, stopped_early) -> dict:
