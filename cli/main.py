@@ -4,8 +4,9 @@
     asrpipe status --task demo-hw3p2                    # each stage fresh / stale / missing, and why
     asrpipe decode --task demo-hw3p2 --beam 5           # one stage (its upstream stages run only if not fresh)
     asrpipe run --task demo-hw3p2 --from select --to csv
-    asrpipe run --task demo-hw3p2 --force --from decode
+    asrpipe run --task demo-hw3p2 --force --from decode   # recompute; never re-submits (that is --resubmit)
     asrpipe download --task hw1p2-f24 --data ~/Downloads/11785-hw1p2-f24.zip   # data fetched by browser (or a dir)
+    asrpipe download --task hw1p2-f24 --data kaggle        # forget that --data: download from Kaggle again
     asrpipe submit --task hw3p2 --message "resnet34 beam20"   # quota-checked, polled until scored, ledger row
     asrpipe submit --task hw3p2 --dry-run                  # everything but the upload
     asrpipe submissions --task hw3p2                       # our submissions with scores (fills pending rows)
@@ -31,9 +32,28 @@ Task = Annotated[str, typer.Option("--task", "-t", help="profile (demo-hw3p2), t
 Config = Annotated[Optional[str], typer.Option("--config", "-c", help="named recipe or a YAML path")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="recipe override key=value (repeatable)")]
 Force = Annotated[bool, typer.Option("--force", help="recompute even if the output is fresh")]
+Resubmit = Annotated[bool, typer.Option("--resubmit", help="submit the CSV again even if the ledger already holds "
+                                                           "it (spends a submission)")]
 Wandb = Annotated[str, typer.Option("--wandb", help="auto | online | offline | off")]
 Nproc = Annotated[int, typer.Option("--nproc", help="DDP processes for training (torchrun)")]
 Workers = Annotated[int, typer.Option("--workers", help="decoder worker processes")]
+
+
+def device_choice(value: str) -> str:
+    """--device checked at parse time (torch imported only to probe CUDA): a bad choice is one line, exit 2."""
+    from pipeline.device import DeviceError, check_choice, resolve_device
+
+    try:
+        value = check_choice(value)
+        if value.startswith("cuda"):
+            resolve_device(value)
+    except DeviceError as exc:
+        fail(str(exc))
+    return value
+
+
+Device = Annotated[str, typer.Option("--device", callback=device_choice,
+                                     help="decode on auto (CUDA when present) | cpu | cuda; not part of any cache key")]
 Artifacts = Annotated[Path, typer.Option("--artifacts", envvar="ASRPIPE_ARTIFACTS", help="stage outputs root")]
 Submissions = Annotated[Path, typer.Option("--submissions", envvar="ASRPIPE_SUBMISSIONS",
                                            help="submitted CSVs and ledger.csv")]
@@ -45,7 +65,7 @@ def fail(message: str) -> None:
 
 
 def build_pipeline(task: str, config: str | None, sets: list[str] | None, artifacts: Path, submissions: Path,
-                   data: Path | None = None, **options):
+                   data: Path | str | None = None, **options):
     from pipeline.config import load_recipe
     from pipeline.engine import Pipeline
     from pipeline.stages.download import with_local_data
@@ -77,11 +97,34 @@ def run(task: Task, config: Config = None, sets: Sets = None,
         start: Annotated[Optional[str], typer.Option("--from", help="first stage")] = None,
         stop: Annotated[Optional[str], typer.Option("--to", help="last stage")] = None,
         only: Annotated[Optional[str], typer.Option("--only", help="just this stage (upstream must be complete)")] = None,
-        force: Force = False, wandb: Wandb = "auto", nproc: Nproc = 1, workers: Workers = 1,
+        force: Annotated[bool, typer.Option("--force", help="recompute the selected stages even if fresh; never "
+                                                            "re-submits: an unchanged CSV already in the ledger is "
+                                                            "not submitted again (that is --resubmit)")] = False,
+        resubmit: Resubmit = False, wandb: Wandb = "auto", nproc: Nproc = 1, workers: Workers = 1,
+        device: Device = "auto",
         artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Run the pipeline (or a range of it); fresh stages are no-ops."""
-    guarded(lambda: build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
-                                   workers=workers, resubmit=force).run(start, stop, only, force))
+    guarded(lambda: run_range(build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
+                                             workers=workers, device=device, resubmit=resubmit), start, stop, only,
+                                   force, resubmit))
+
+
+def run_range(pipeline, start: str | None, stop: str | None, only: str | None, force: bool, resubmit: bool) -> None:
+    """Recomputing and re-submitting are separate decisions: --force recomputes every selected stage but submit,
+    which only --resubmit forces (a submit stage rerun by a changed upstream still never re-submits a CSV already
+    in the ledger unless --resubmit)."""
+    if only and (start or stop):
+        pipeline.run(start, stop, only)  # the engine's one-line refusal
+    names = pipeline.select(start, stop, only)
+    if "submit" not in names or force == resubmit:
+        pipeline.run(start, stop, only, force)
+        return
+    at = names.index("submit")
+    if at > 0:
+        pipeline.run(names[0], names[at - 1], force=force)
+    pipeline.run(only="submit", force=resubmit)
+    if at + 1 < len(names):
+        pipeline.run(names[at + 1], names[-1], force=force)
 
 
 @app.command()
@@ -93,7 +136,10 @@ def status(task: Task, config: Config = None, sets: Sets = None,
         from rich.console import Console
         from rich.table import Table
 
+        from pipeline.stages.download import data_source
+
         pipeline = build_pipeline(task, config, sets, artifacts, submissions)
+        typer.echo(f"data: {data_source(pipeline.profile)}")
         colours = {"fresh": "green", "stale": "yellow", "missing": "red", "incomplete": "magenta"}
         table = Table(title=f"{pipeline.profile.name} ({pipeline.config_name})", show_lines=False)
         for column in ("stage", "state", "why", "output"):
@@ -106,7 +152,7 @@ def status(task: Task, config: Config = None, sets: Sets = None,
 
 
 def run_stage(stage: str, task: str, config: str | None, sets: list[str] | None, force: bool, artifacts: Path,
-              submissions: Path, data: Path | None = None, **options) -> None:
+              submissions: Path, data: Path | str | None = None, **options) -> None:
     """One stage: upstream stages run only if they are not fresh; --force recomputes just this stage."""
 
     def go() -> None:
@@ -124,12 +170,15 @@ def run_stage(stage: str, task: str, config: str | None, sets: list[str] | None,
 
 @app.command()
 def download(task: Task, config: Config = None, sets: Sets = None, force: Force = False,
-             data: Annotated[Optional[Path], typer.Option(
+             data: Annotated[Optional[str], typer.Option(
                  "--data", help="use this competition zip or unpacked folder (e.g. /kaggle/input/...) instead of "
-                                "downloading; remembered for later commands")] = None,
+                                "downloading; remembered for later commands. --data kaggle forgets it and downloads "
+                                "from Kaggle again (the embedded zip for demo competitions); a folder named kaggle: "
+                                "./kaggle")] = None,
              artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Fetch the competition data (Kaggle; embedded zip for demo competitions; or --data), verify and unzip it."""
-    run_stage("download", task, config, sets, force, artifacts, submissions, data)
+    run_stage("download", task, config, sets, force, artifacts, submissions,
+              data if data in (None, "kaggle") else Path(data))
 
 
 @app.command()
@@ -158,7 +207,7 @@ def select(task: Task, config: Config = None, sets: Sets = None, force: Force = 
 def decode(task: Task, config: Config = None, sets: Sets = None, force: Force = False,
            beam: Annotated[Optional[int], typer.Option("--beam", help="beam width (1 = greedy)")] = None,
            backend: Annotated[Optional[str], typer.Option("--backend", help="asrpipe | ctcdecode | ctc-beam-decoder")] = None,
-           workers: Workers = 1, artifacts: Artifacts = Path("artifacts"),
+           workers: Workers = 1, device: Device = "auto", artifacts: Artifacts = Path("artifacts"),
            submissions: Submissions = Path("submissions")) -> None:
     """Decode dev and test (greedy, beam and oracle figures on dev); log-probs are cached per checkpoint."""
     sets = list(sets or [])
@@ -166,7 +215,7 @@ def decode(task: Task, config: Config = None, sets: Sets = None, force: Force = 
         sets.append(f"decode.beam={beam}")
     if backend is not None:
         sets.append(f"decode.backend={backend}")
-    run_stage("decode", task, config, sets, force, artifacts, submissions, workers=workers)
+    run_stage("decode", task, config, sets, force, artifacts, submissions, workers=workers, device=device)
 
 
 @app.command()
@@ -182,20 +231,21 @@ Wait = Annotated[float, typer.Option("--wait", help="seconds to poll Kaggle for 
 
 @app.command()
 def submit(task: Task, config: Config = None, sets: Sets = None,
-           force: Annotated[bool, typer.Option("--force", help="submit even if this CSV is already in the ledger "
-                                                               "(and recompute a fresh submit stage)")] = False,
+           force: Annotated[bool, typer.Option("--force", help="recompute a fresh submit stage; never re-submits a "
+                                                               "CSV already in the ledger (that is --resubmit)")] = False,
+           resubmit: Resubmit = False,
            csv_file: Annotated[Optional[Path], typer.Option("--csv", help="submit this CSV instead of the pipeline's")] = None,
            message: Annotated[str, typer.Option("--message", "-m", help="submission message")] = "",
            dry_run: Annotated[bool, typer.Option("--dry-run", help="every check (format, ledger, quota) but no "
                                                                    "upload and no ledger row")] = False,
            wait: Wait = 600.0,
            artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
-    """Validate the CSV, refuse one already in the ledger (unless --force), then judge it locally (demo
+    """Validate the CSV, refuse one already in the ledger (unless --resubmit), then judge it locally (demo
     competitions) or submit it to Kaggle (quota checked, polled until scored); a row in submissions/ledger.csv."""
     quoted = [f"submit.message={json.dumps(message)}"] if message else []  # a JSON string is a YAML string
     if csv_file is None and not dry_run:
-        run_stage("submit", task, config, [*(sets or []), *quoted], force, artifacts, submissions,
-                  resubmit=force, wait=wait)
+        run_stage("submit", task, config, [*(sets or []), *quoted], force or resubmit, artifacts, submissions,
+                  resubmit=resubmit, wait=wait)
         return
 
     def given_file() -> None:
@@ -216,7 +266,7 @@ def submit(task: Task, config: Config = None, sets: Sets = None,
             facts = download.manifest["metrics"]
             profile = profile.reconciled(facts.get("detected"))
             csv_path, sample, extra = csv_file, download.dir / facts["sample_submission"], {}
-        result = submit_csv(profile, csv_path, sample, submissions, message=message, resubmit=force,
+        result = submit_csv(profile, csv_path, sample, submissions, message=message, resubmit=resubmit,
                             dry_run=dry_run, wait=wait, log=lambda line: typer.echo(f"      {line}"), **extra)
         typer.echo(describe_submission(csv_path, profile, result, submissions))
 

@@ -1,6 +1,7 @@
 """The stage engine: content-addressed stage outputs, manifests, completion markers, status with reasons.
 
-A stage's key = sha256 of (its resolved params, the keys of its upstream stages, the code version of its modules).
+A stage's key = sha256 of (its resolved params, the keys of its upstream stages, the code version of every module in
+the static import closure of its module — derived from the source, never typed by hand; see `import_closure`).
 Its output lives in `artifacts/<competition>/<stage>/<readable-params>-<key8>/` with `manifest.json` and, written
 last, the completion marker `.done` (which holds a run id). A stage is fresh when its key has a complete directory
 AND the upstream runs it was computed from are still the current ones (a `--force`d upstream makes it stale):
@@ -9,11 +10,13 @@ continue in it, others start over.
 """
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -43,11 +46,19 @@ class EngineError(AsrpipeError, RuntimeError):
 class Stage:
     name: str
     upstream: tuple[str, ...]
-    code: tuple[str, ...]                               # modules/packages whose source is the stage's code version
     params: Callable[[Profile, dict], dict]             # (profile, resolved recipe) -> params that define the output
     label: Callable[[dict], str]                        # params -> readable directory prefix, e.g. "beam20-asrpipe"
     run: Callable[["StageRun"], dict]                   # writes into run.out, returns metrics for the manifest
     resumable: bool = False
+
+    @property
+    def module(self) -> str:
+        """The module that defines run(): its import closure is the stage's code (see import_closure)."""
+        module = self.run.__module__
+        if module == "__main__":  # run as `python -m package.module`: the name it has when imported
+            spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+            module = spec.name if spec is not None else module
+        return module
 
 
 @dataclass
@@ -97,18 +108,131 @@ class StageRun:
 
 # ---- keys and code versions ----------------------------------------------------------------------------------
 
+# Modules that are neither part of any stage's code version nor followed, because their code cannot change what a
+# stage writes. Keep this short: every entry is a module whose edits would otherwise re-run stages for nothing.
+CODE_EXCLUDED: dict[str, str] = {
+    "pipeline.progress": "progress bars: terminal display only",
+    "pipeline.kaggle_client": "Kaggle transport (API calls, retries, auth): moves bytes that stages hash and check",
+    "pipeline.engine": "orchestration: when a stage runs, not what it computes; a change to keying changes keys "
+                       "anyway, and the helpers stages use (write_json_atomic, sha256_file) do not change content",
+    "pipeline.tasks": "the family -> stages registry (package __init__): stages never call it, and its lazy imports "
+                      "of every stage module would put all stages into every stage's key",
+}
+
 _code_cache: dict[str, str] = {}
+_closure_cache: dict[str, tuple[str, ...]] = {}
+_imports_cache: dict[str, tuple[str, ...]] = {}
+
+
+def clear_code_caches() -> None:
+    """Forget computed code versions and import closures (they are cached per process)."""
+    _code_cache.clear()
+    _closure_cache.clear()
+    _imports_cache.clear()
+
+
+def stage_code(stage: Stage) -> dict[str, str]:
+    """The stage's code version: {module: code_version(module)} over the import closure of its module."""
+    return {module: code_version(module) for module in import_closure(stage.module)}
+
+
+def import_closure(module: str) -> list[str]:
+    """`module` plus every `pipeline.*` module that importing it or calling its functions can import, by parsing
+    source (nothing is imported): `import pipeline.x`, `from pipeline.x import y` (y a submodule or a name), relative
+    imports, imports inside functions (stages import their torch-side modules inside run()), and string literals that
+    name a pipeline module, as dynamic imports take them (`import_module("pipeline.x")`, a factory such as
+    "pipeline.training.ctc:make_task"). A package's `__init__.py` counts whenever a module in it is imported, as Python
+    runs it. Modules in CODE_EXCLUDED are left out and not followed. Sorted; cached per process."""
+    if module not in _closure_cache:
+        seen: set[str] = set()
+        stack = [module]
+        while stack:
+            current = stack.pop()
+            if current in seen or current in CODE_EXCLUDED:
+                continue
+            seen.add(current)
+            stack.extend(_pipeline_imports(current))
+        _closure_cache[module] = tuple(sorted(seen))
+    return list(_closure_cache[module])
+
+
+def _pipeline_imports(module: str) -> tuple[str, ...]:
+    """The `pipeline.*` modules that running `module`'s code imports directly (with the packages that runs)."""
+    if module in _imports_cache:
+        return _imports_cache[module]
+    path = _module_file(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    source = path.read_bytes()
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as error:
+        raise EngineError(f"cannot compute the code version of {module}: {error}") from error
+    dynamic = b"'pipeline." in source or b'"pipeline.' in source  # module names in strings: walk expressions too
+    names = set()
+    for node in _import_nodes(tree, expressions=dynamic):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    continue  # beyond the top-level package: Python refuses it too
+                base = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names  # `from pipeline.x import submodule`
+                         if alias.name != "*" and _find_module_file(f"{base}.{alias.name}") is not None)
+        else:  # a string naming a module: "pipeline.x" or "pipeline.x:function"
+            name = node.value.partition(":")[0]
+            if _find_module_file(name) is not None:
+                names.add(name)
+    found: set[str] = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}  # its packages
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "pipeline":
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # a package runs before its modules
+    found.discard(module)
+    _imports_cache[module] = tuple(sorted(m for m in found if m.split(".")[0] == "pipeline"))
+    return _imports_cache[module]
+
+
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+_MODULE_STRING = re.compile(r"pipeline(\.\w+)+(:[\w.]+)?")
+
+
+def _import_nodes(tree: ast.AST, expressions: bool):
+    """Import statements anywhere (module level, functions, classes, if/try/with blocks) and, when `expressions`,
+    string constants that are a pipeline module name. Walking statements only keeps planning fast."""
+    if expressions:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                yield node
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and _MODULE_STRING.fullmatch(node.value)):
+                yield node
+        return
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+            continue
+        for block in _BLOCKS:
+            children = getattr(node, block, None)
+            if isinstance(children, list):
+                stack.extend(children)
 
 
 def code_version(module: str) -> str:
-    """Hash of a module's (or package's) syntax tree, so comments and formatting do not invalidate outputs."""
+    """Hash of one module's token stream (a package: its __init__.py), so comments and formatting do not count."""
     if module not in _code_cache:
-        origin = _module_file(module)
-        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        path = _module_file(module)
         digest = hashlib.sha256()
-        for path in files:
-            digest.update(str(path.relative_to(origin.parent)).encode())
-            digest.update(_code_tokens(path).encode())
+        digest.update(path.name.encode())
+        digest.update(_code_tokens(path).encode())
         _code_cache[module] = digest.hexdigest()[:16]
     return _code_cache[module]
 
@@ -122,12 +246,23 @@ def _code_tokens(path: Path) -> str:
 
 def _module_file(module: str) -> Path:
     """A module's source file, found without importing it (find_spec would import its parent packages)."""
-    relative = Path(*module.split("."))
-    for entry in [Path(__file__).resolve().parent.parent, *map(Path, sys.path)]:
-        for candidate in (entry / relative.with_suffix(".py"), entry / relative / "__init__.py"):
-            if candidate.is_file():
-                return candidate
-    raise EngineError(f"stage code module {module!r} not found")
+    path = _find_module_file(module)
+    if path is None:
+        raise EngineError(f"stage code module {module!r} not found")
+    return path
+
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _find_module_file(module: str) -> Path | None:
+    relative = os.path.join(*module.split("."))
+    entries = [_REPO] if module.split(".")[0] == "pipeline" else [_REPO, *sys.path]  # pipeline.* lives here
+    for entry in entries:
+        for candidate in (os.path.join(entry, relative + ".py"), os.path.join(entry, relative, "__init__.py")):
+            if os.path.isfile(candidate):
+                return Path(candidate)
+    return None
 
 
 def stage_key(name: str, params: dict, upstream: dict[str, str], code: dict[str, str]) -> str:
@@ -213,7 +348,7 @@ class Pipeline:
         for stage in self.stages:
             params = stage.params(self.profile, self.recipe)
             upstream = {name: plan[name].key for name in stage.upstream}
-            code = {module: code_version(module) for module in stage.code}
+            code = stage_code(stage)
             key = stage_key(stage.name, params, upstream, code)
             folder = self.artifacts_root / self.profile.name / stage.name / f"{stage.label(params)}-{key[:8]}"
             plan[stage.name] = Planned(stage, params, upstream, code, key, folder)
@@ -292,6 +427,8 @@ class Pipeline:
         for module, version in planned.code.items():
             if previous.get("code", {}).get(module) != version:
                 reasons.append(f"code of {module} changed")
+        for module in sorted(set(previous.get("code", {})) - set(planned.code)):
+            reasons.append(f"code no longer imports {module}")
         return "; ".join(reasons) or "inputs differ from the last complete run"
 
     # ---- running --------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ import torch.nn.functional as F
 import yaml
 
 from pipeline.models.ctc_rnn import CTCRNNConfig, build_model
-from pipeline.training import ctc_trainer
+from pipeline.decoding.ctc_greedy import greedy_decode
+from pipeline.tasks.hw3p2_recipe import CTCTrainConfig
 from pipeline.training.checkpoints import TopKKeeper, load_model
-from pipeline.training.ctc_trainer import CTCTrainConfig, greedy_decode, train_ctc
+from pipeline.training.ctc import CTCTask
+from pipeline.training import loop
 from pipeline.training.specaugment import SpecAugmentConfig, spec_augment
 from pipeline.training.synthetic import make_synthetic_store
 
@@ -37,7 +39,8 @@ def stores(tmp_path_factory):
 
 def run(stores, out_dir, model=None, train=None, **kwargs):
     kwargs = {"tracking": "off", "run_name": "test", "run_config": {}, "progress": False, **kwargs}
-    return train_ctc(CTCRNNConfig(**(model or TINY_MODEL)), CTCTrainConfig(**(train or TINY_TRAIN)), *stores, out_dir, **kwargs)
+    task = CTCTask(CTCRNNConfig(**(model or TINY_MODEL)), CTCTrainConfig(**(train or TINY_TRAIN)), *stores)
+    return loop.train(task, out_dir, **kwargs)
 
 
 # ---- model ----------------------------------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ def test_resume_equals_a_straight_run(tmp_path, stores):
 
 def test_killed_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path, stores, monkeypatch):
     run(stores, tmp_path / "straight")
-    real_step, calls = ctc_trainer.train_step, {"n": 0}
+    real_step, calls = CTCTask.loss, {"n": 0}
 
     def dying_step(*args, **kwargs):
         calls["n"] += 1
@@ -209,11 +212,11 @@ def test_killed_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path, stores
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(ctc_trainer, "train_step", dying_step)
+    monkeypatch.setattr(CTCTask, "loss", dying_step)
     with pytest.raises(KeyboardInterrupt):
         run(stores, tmp_path / "killed")
     assert torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2
-    monkeypatch.setattr(ctc_trainer, "train_step", real_step)
+    monkeypatch.setattr(CTCTask, "loss", real_step)
     run(stores, tmp_path / "killed")
     assert_same_run(tmp_path / "straight", tmp_path / "killed")
 
@@ -284,6 +287,19 @@ def test_unknown_config_keys_are_rejected():
 @pytest.mark.parametrize("name", ["default", "demo"])
 def test_shipped_recipes_validate(name):
     recipe = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    model = build_model(CTCRNNConfig(**recipe["model"]))
+    model = build_model(CTCRNNConfig(**recipe["model"], input_dim=28))
     CTCTrainConfig(**recipe["train"])
     assert sum(p.numel() for p in model.parameters()) < 20_000_000  # the course's parameter limit
+
+
+@pytest.mark.parametrize("key", ["input_dim", "num_classes"])
+def test_a_recipe_may_not_set_what_the_profile_decides(tmp_path, key):
+    """The train stage fills these from the profile: a recipe value would be overwritten without a word."""
+    from pipeline.config import ConfigError, load_recipe
+
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(f"model:\n  {key}: 13\n")
+    with pytest.raises(ConfigError, match=rf"model.*{key} is set from the competition profile"):
+        load_recipe("hw3p2", str(recipe))
+    with pytest.raises(ConfigError, match=key):
+        load_recipe("hw3p2", "demo", [f"model.{key}=28"])

@@ -21,7 +21,7 @@ RECIPE = {"a": {"x": 1}, "b": {"y": 1}, "c": {"z": 1}}
 @pytest.fixture(autouse=True)
 def clear_calls():
     CALLS.clear()
-    engine._code_cache.clear()
+    engine.clear_code_caches()
     yield
 
 
@@ -65,13 +65,13 @@ def test_code_change_makes_the_stage_stale(tmp_path, monkeypatch):
     module.parent.mkdir()
     module.write_text("def f():\n    return 1\n")
     monkeypatch.syspath_prepend(str(module.parent))
-    toy_pipeline(tmp_path, RECIPE, code_b=("toy_code_b",)).run()
+    toy_pipeline(tmp_path, RECIPE, module_b="toy_code_b").run()
     module.write_text("# a comment does not count\ndef f():\n    return 1  # nor does this\n")
     engine._code_cache.clear()
-    assert states(toy_pipeline(tmp_path, RECIPE, code_b=("toy_code_b",)))["b"] == "fresh"
+    assert states(toy_pipeline(tmp_path, RECIPE, module_b="toy_code_b"))["b"] == "fresh"
     module.write_text("def f():\n    return 2\n")
     engine._code_cache.clear()
-    lines = {line.stage: line for line in toy_pipeline(tmp_path, RECIPE, code_b=("toy_code_b",)).status()}
+    lines = {line.stage: line for line in toy_pipeline(tmp_path, RECIPE, module_b="toy_code_b").status()}
     assert lines["b"].state == "stale" and "code of toy_code_b changed" in lines["b"].reason
     assert lines["c"].state == "stale"
 
@@ -126,7 +126,8 @@ def test_manifest_records_inputs_and_rerun_command(tmp_path):
     assert manifest["params"] == {"z": 1}
     assert manifest["upstream"]["b"]["key"] == pipeline.plan["b"].key
     assert manifest["upstream"]["b"]["run"] == pipeline.plan["b"].artifact.run_id is not None
-    assert manifest["code"] == {"tests.toy_stages": engine.code_version("tests.toy_stages")}
+    assert manifest["code"] == {m: engine.code_version(m) for m in engine.import_closure("tests.toy_stages")}
+    assert "tests.toy_stages" in manifest["code"]
     assert manifest["command"] == "asrpipe run --task demo-hw3p2 --only c"
     assert manifest["metrics"]["resumed"] is False
     assert {"git_sha", "seconds", "started", "outputs"} <= set(manifest)

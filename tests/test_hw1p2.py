@@ -19,10 +19,10 @@ from pipeline.stages import train_frames
 from pipeline.stages.csv import frame_rows
 from pipeline.tasks.hw1p2_recipe import (FrameSchedulerConfig, MLPConfig, ParamLimitError, fit_width,
                                          resolve_model)
-from pipeline.tasks.hw3p2_recipe import SpecAugmentConfig
+from pipeline.tasks.train_recipe import SpecAugmentConfig
 from pipeline.tasks.profiles import PROFILES
-from pipeline.training.frame_schedule import FrameSchedule
-from pipeline.training.frame_trainer import mask_windows
+from pipeline.training.frames import mask_windows
+from pipeline.training.optim import Schedule
 
 DEMO = PROFILES["demo-hw1p2"]
 NAMED = ("demo", "default", "seed000-best", "seed002", "tiny")
@@ -182,7 +182,7 @@ def test_overrides_reach_the_data_and_model_sections():
 def lr_trace(cfg: FrameSchedulerConfig, dev_accs: list[float], steps_per_epoch: int = 2) -> list[float]:
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
-    schedule = FrameSchedule(cfg, optimizer, steps_per_epoch, len(dev_accs))
+    schedule = Schedule(cfg, optimizer, steps_per_epoch, steps_per_epoch * len(dev_accs), mode="max")
     trace = []
     for accuracy in dev_accs:
         for _ in range(steps_per_epoch):
@@ -251,7 +251,7 @@ def test_ensemble_averages_the_posteriors_of_the_best_checkpoints(tmp_path):
     for seed, name in enumerate(["epoch002-acc50.00.pt", "epoch001-acc40.00.pt", "epoch003-acc30.00.pt"]):
         torch.manual_seed(seed)
         models.append(FrameMLP(cfg).eval())
-        saved = model_checkpoint(models[-1], cfg, seed, {}, family="mlp")
+        saved = model_checkpoint(models[-1], cfg, seed, {}, "mlp")
         saved["data"] = {"context": 1, "padding": "utterance", "subset": 1.0}
         torch.save(saved, checkpoints / name)
     index = [{"file": n, "epoch": e, "dev_acc": a} for n, e, a in [("epoch002-acc50.00.pt", 2, 50.0),

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_recipe
-from pipeline.data.store import FeatureStore
 from pipeline.engine import Pipeline
 from pipeline.submission import read_ledger
 from pipeline.tasks import stages_for
@@ -99,26 +98,3 @@ def test_int_label_competitions_get_int_labels(tmp_path):
     rows = read_csv(pipeline.plan["csv"].dir / "submission.csv")
     predicted = np.load(pipeline.plan["decode"].dir / "test_frames.npy")
     assert [r[1] for r in rows[1:]] == [str(c) for c in predicted]
-
-
-def test_interrupted_training_resumes_to_the_same_result(finished, tmp_path):
-    from pipeline.tasks.hw1p2_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
-    from pipeline.training.frame_trainer import train_frames
-
-    _, _, pipeline = finished
-    params = pipeline.plan["train"].params
-    stores = {name: FeatureStore.open(pipeline.plan["normalize"].dir / name) for name in ("train", "dev")}
-    configs = (MLPConfig(**params["model"]), FrameDataConfig(**params["data"]), FrameTrainConfig(**params["train"]))
-
-    def train(out, stop=None):
-        return train_frames(*configs, stores["train"], stores["dev"], out, tracking="off", run_name="t",
-                            run_config={}, progress=False, stop_after_epoch=stop)
-
-    train(tmp_path / "split", stop=1)
-    assert json.loads((tmp_path / "split" / "history.json").read_text())[-1]["epoch"] == 1
-    split = train(tmp_path / "split")
-    whole = json.loads((pipeline.plan["train"].dir / "history.json").read_text())
-    resumed = json.loads((tmp_path / "split" / "history.json").read_text())
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(resumed) == strip(whole)
-    assert split["best_dev_acc"] == pipeline.plan["train"].artifact.manifest["metrics"]["best_dev_acc"]

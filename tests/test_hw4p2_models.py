@@ -13,8 +13,8 @@ from pipeline.models.transformer import Transformer
 from pipeline.tasks.hw4p2_recipe import LASConfig, Seq2SeqTrainConfig, TeacherForcingConfig, TransformerConfig, \
     output_symbols, special_tokens
 from pipeline.tasks.profiles import HW4P2_VOCAB
-from pipeline.training.length_batching import Seq2SeqCollate, budget_batches, oversized, padded_size
-from pipeline.training.seq2seq_trainer import guided_attention_loss, oom_message, seq2seq_loss
+from pipeline.training.batching import Seq2SeqCollate, epoch_batches, oversized, padded_size
+from pipeline.training.seq2seq import guided_attention_loss, oom_message, seq2seq_loss
 from pipeline.training.teacher_forcing import rates
 
 torch.set_num_threads(1)
@@ -60,19 +60,19 @@ def test_decay_schedule_starts_at_the_dev_distance_threshold_or_epoch():
 def test_batches_respect_frame_token_and_count_budgets():
     rng = np.random.default_rng(0)
     frames = rng.integers(100, 3500, 2000)
-    tokens = (frames / 6).astype(int)
-    plan = budget_batches(frames, tokens, max_frames=20000, max_tokens=3000, max_batch=32, seed=1, epoch=3)
+    tokens = (frames / 6).astype(int) + 1  # + <eos>
+    plan = epoch_batches(frames, 32, max_frames=20000, tokens=tokens, max_tokens=3000, seed=1, epoch=3)
     assert sorted(i for b in plan for i in b) == list(range(2000))
     for batch in plan:
         padded_frames, padded_tokens = padded_size(batch, frames, tokens)
         assert padded_frames <= 20000 and padded_tokens <= 3000 and len(batch) <= 32
-    assert plan == budget_batches(frames, tokens, 20000, 3000, 32, seed=1, epoch=3)          # resumable
-    assert plan != budget_batches(frames, tokens, 20000, 3000, 32, seed=1, epoch=4)          # reshuffled
+    assert plan == epoch_batches(frames, 32, 20000, tokens, 3000, seed=1, epoch=3)          # resumable
+    assert plan != epoch_batches(frames, 32, 20000, tokens, 3000, seed=1, epoch=4)          # reshuffled
 
 
 def test_an_oversized_utterance_gets_a_batch_of_its_own():
     frames, tokens = np.array([100, 5000, 120, 90]), np.array([10, 20, 12, 9])
-    plan = budget_batches(frames, tokens, max_frames=1000, max_tokens=500, max_batch=8, shuffle=False)
+    plan = epoch_batches(frames, 8, max_frames=1000, tokens=tokens, max_tokens=500, shuffle=False)
     assert [1] in plan and oversized(frames, tokens, 1000, 500) == [1]
 
 
@@ -217,7 +217,7 @@ def test_tiny_las_overfits_eight_utterances():
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     train_cfg = Seq2SeqTrainConfig()
     for _ in range(150):
-        loss, _ = seq2seq_loss(model(x, x_lengths, y_in), y_out, y, y_lengths, cfg, train_cfg, 0.0)
+        loss, _ = seq2seq_loss(model(x, x_lengths, y_in), y_out, y, y_lengths, cfg, train_cfg)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -92,28 +92,3 @@ def test_csv_validation_refuses_characters_outside_the_vocabulary(finished, tmp_
         writer.writerows([[i, "hello"] for i in range(5)])
     with pytest.raises(SubmissionError, match="line 2 label contains 'h'"):
         validate_submission(bad, sample, profile)
-
-
-def test_interrupted_training_resumes_to_the_same_result(finished, tmp_path):
-    from pipeline.data.store import FeatureStore
-    from pipeline.tasks.hw4p2_recipe import FAMILIES, Seq2SeqTrainConfig
-    from pipeline.training.seq2seq_trainer import train_seq2seq
-
-    _, profile, pipeline = finished
-    params = pipeline.plan["train"].params
-    stores = {name: FeatureStore.open(pipeline.plan["normalize"].dir / name) for name in ("train", "dev")}
-    model_cfg = FAMILIES[params["model"]["family"]](**params["model"])
-
-    def train(out, stop=None):
-        return train_seq2seq(model_cfg, Seq2SeqTrainConfig(**params["train"]), stores["train"], stores["dev"], out,
-                             symbols=list(profile.symbols), tracking="off", run_name="t", progress=False,
-                             stop_after_epoch=stop)
-
-    train(tmp_path / "split", stop=1)
-    assert json.loads((tmp_path / "split" / "history.json").read_text())[-1]["epoch"] == 1
-    train(tmp_path / "split")
-    whole = json.loads((pipeline.plan["train"].dir / "history.json").read_text())
-    resumed = json.loads((tmp_path / "split" / "history.json").read_text())
-    timing = {"seconds", "epoch_seconds", "train_seconds"}
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
-    assert len(resumed) == len(whole) >= 2 and strip(resumed) == strip(whole)

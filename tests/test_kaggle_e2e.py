@@ -81,7 +81,7 @@ def test_listings_and_a_second_make_submit(world, submitted):
     again = make_submit(env)
     assert set(states(again).values()) == {"fresh"} and len(server.state.submissions) == 1
     dry = asrpipe("submit", "--task", PROFILE, "--config", "tiny", "--dry-run", env=env, expect=2)
-    assert "already submitted" in dry and "--force" in dry
+    assert "already submitted" in dry and "--resubmit" in dry
 
 
 def test_the_key_is_in_no_output_and_no_file(world, submitted):

@@ -83,7 +83,7 @@ def test_same_csv_again_is_refused_unless_forced(standin, replica, files, tmp_pa
     submit(replica, files, root, wait=60)
     with pytest.raises(SubmissionError) as error:
         submit(replica, files, root, wait=60)
-    assert "was already submitted to hw3p2-f25" in str(error.value) and "--force" in str(error.value)
+    assert "was already submitted to hw3p2-f25" in str(error.value) and "--resubmit" in str(error.value)
     assert len(standin.state.submissions) == 1 and len(read_ledger(root)) == 1
     submit(replica, files, root, wait=60, resubmit=True)
     assert len(standin.state.submissions) == 2 and [r["status"] for r in read_ledger(root)] == ["scored"] * 2
@@ -150,6 +150,18 @@ def test_cli_submit_of_a_given_csv_downloads_then_dry_runs_then_submits(standin,
     assert "Kaggle public 0.00000" in real.output and len(standin.state.submissions) == 1
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "already submitted" in again.output
+
+
+def test_cli_submit_force_never_resubmits_resubmit_does(standin, replica, files, tmp_path):
+    args = ["submit", "--task", PROFILE, "--csv", str(files[1]), "--artifacts", str(tmp_path / "artifacts"),
+            "--submissions", str(tmp_path / "submissions"), "--wait", "60"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    forced = CliRunner().invoke(app, [*args, "--force"])
+    assert forced.exit_code == 2 and "--resubmit submits it again" in forced.output
+    assert len(standin.state.submissions) == 1 and len(read_ledger(tmp_path / "submissions")) == 1
+    again = CliRunner().invoke(app, [*args, "--resubmit"])
+    assert again.exit_code == 0, again.output
+    assert len(standin.state.submissions) == 2 and len(read_ledger(tmp_path / "submissions")) == 2
 
 
 def test_demo_leaderboard_is_refused_in_one_line(tmp_path):
@@ -236,6 +248,23 @@ def test_download_with_data_needs_no_kaggle_and_is_remembered(replica, tmp_path,
     assert out.exit_code == 0, out.output
     later = build_pipeline(PROFILE, None, None, tmp_path / "artifacts", tmp_path / "submissions")  # no --data
     assert later.status()[0].state == "fresh" and later.plan["download"].params["source"] == "local"
+
+
+def test_data_kaggle_forgets_the_local_data_and_downloads_from_kaggle(standin, replica, tmp_path):
+    where = ["--artifacts", str(tmp_path / "artifacts"), "--submissions", str(tmp_path / "submissions")]
+    local = CliRunner().invoke(app, ["download", "--task", PROFILE, "--data", str(replica.embedded_zip), *where])
+    assert local.exit_code == 0, local.output
+    status = CliRunner().invoke(app, ["status", "--task", PROFILE, *where]).output
+    assert f"data: local zip {replica.embedded_zip.resolve()} (remembered from --data)" in status
+    assert standin.count("DownloadDataFiles") == 0
+    back = CliRunner().invoke(app, ["download", "--task", PROFILE, "--data", "kaggle", *where])
+    assert back.exit_code == 0, back.output
+    assert standin.count("DownloadDataFiles") == 1
+    assert not (tmp_path / "artifacts" / PROFILE / download.LOCAL_DATA_FILE).exists()
+    status = CliRunner().invoke(app, ["status", "--task", PROFILE, *where]).output
+    assert f"data: Kaggle {replica.slug}\n" in status
+    later = build_pipeline(PROFILE, None, None, tmp_path / "artifacts", tmp_path / "submissions")
+    assert later.plan["download"].params["source"] == "kaggle" and later.status()[0].state == "fresh"
 
 
 def test_polling_that_fails_leaves_the_row_pending_not_the_stage_broken(standin, replica, files, tmp_path,

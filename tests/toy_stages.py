@@ -11,7 +11,8 @@ from pipeline.tasks.profiles import PROFILES
 CALLS: list[str] = []
 
 
-def make_stage(name: str, upstream: tuple[str, ...], code: tuple[str, ...] = (), resumable: bool = False) -> Stage:
+def make_stage(name: str, upstream: tuple[str, ...], module: str | None = None, resumable: bool = False) -> Stage:
+    """`module`: pretend run() is defined there, so that module's import closure is the stage's code."""
     def params(profile, recipe):
         return dict(recipe.get(name, {}))
 
@@ -32,13 +33,14 @@ def make_stage(name: str, upstream: tuple[str, ...], code: tuple[str, ...] = (),
         (run.out / "out.txt").write_text("|".join(previous + [name, str(run.params)]))
         return {"resumed": resumed, "pid": os.getpid()}
 
-    return Stage(name=name, upstream=upstream, code=code or ("tests.toy_stages",), params=params, label=label,
-                 run=run, resumable=resumable)
+    if module:
+        run.__module__ = module
+    return Stage(name=name, upstream=upstream, params=params, label=label, run=run, resumable=resumable)
 
 
-def toy_pipeline(root: Path, recipe: dict, options: dict | None = None, code_b: tuple[str, ...] = (),
+def toy_pipeline(root: Path, recipe: dict, options: dict | None = None, module_b: str | None = None,
                  resumable_b: bool = False) -> Pipeline:
-    stages = [make_stage("a", ()), make_stage("b", ("a",), code_b, resumable_b), make_stage("c", ("b",))]
+    stages = [make_stage("a", ()), make_stage("b", ("a",), module_b, resumable_b), make_stage("c", ("b",))]
     return Pipeline(PROFILES["demo-hw3p2"], recipe, stages, artifacts_root=root / "artifacts",
                     submissions_root=root / "submissions", options=options or {})
 

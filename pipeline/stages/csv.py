@@ -70,5 +70,4 @@ def run(run: StageRun) -> dict:
 
 
 STAGE = Stage(name="csv", upstream=("download", "decode"),
-              code=("pipeline.stages.csv", "pipeline.submission", "pipeline.data.kaggle_layout"),
               params=params, label=label, run=run)

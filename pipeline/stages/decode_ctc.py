@@ -25,30 +25,31 @@ def label(params: dict) -> str:
 
 
 def compute_log_probs(model, store, batch_size: int, description: str):
-    """Per-utterance (T', C) float32 log-probs in store order, batched by length for little padding."""
+    """Per-utterance (T', C) float32 CPU log-probs in store order, batched by length for little padding; the
+    model runs on its own device (inputs go there, outputs come back)."""
     import torch
 
+    from pipeline.decoding.batches import length_batches, model_device, pad_batch, scatter
     from pipeline.progress import progress_bar
 
-    order = sorted(range(len(store)), key=lambda i: int(store.lengths[i]))
-    outputs: list = [None] * len(store)
+    device = model_device(model)
+    batches = length_batches(store.lengths, batch_size)
+    results = []
     with torch.inference_mode(), progress_bar() as bar:
-        task = bar.add_task(description, total=len(order))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            feats = [torch.from_numpy(store.features(i).copy()) for i in chunk]
-            lengths = torch.tensor([len(f) for f in feats])
-            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-            log_probs, out_lengths = model(padded, lengths)
-            for row, i in enumerate(chunk):
-                outputs[i] = log_probs[row, : out_lengths[row]].float().clone()
-            bar.advance(task, len(chunk))
-    return outputs
+        task = bar.add_task(description, total=len(store))
+        for batch in batches:
+            log_probs, out_lengths = model(*pad_batch([store.features(i) for i in batch], device))
+            log_probs, out_lengths = log_probs.float().cpu(), out_lengths.cpu()
+            results.append([log_probs[row, : out_lengths[row]].clone() for row in range(len(batch))])
+            bar.advance(task, len(batch))
+    return scatter(batches, results, len(store))
 
 
-def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: int) -> dict:
-    """Load or compute each partition's log-probs; one process at a time per cache (decodes of several beams
-    may run at once), and an unreadable cache file is recomputed rather than trusted."""
+def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: int, device=None,
+                     computed: list | None = None) -> dict:
+    """Load or compute each partition's log-probs (the model on `device`); one process at a time per cache
+    (decodes of several beams may run at once), and an unreadable cache file is recomputed rather than trusted.
+    The names of the partitions computed (not read from the cache) are appended to `computed`."""
     import fcntl
 
     import torch
@@ -67,44 +68,53 @@ def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: in
                     continue
             except (OSError, RuntimeError, EOFError):
                 pass
-            model = model or load_model(model_path)
+            model = model or load_model(model_path, device)
             tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
             result[name] = compute_log_probs(model, store, batch_size, f"log-probs {name}")
             torch.save(result[name], tmp)
             os.replace(tmp, path)
+            if computed is not None:
+                computed.append(name)
     return result
 
 
 def batches(log_probs: list, size: int):
+    """(indices, padded (B, T', C), lengths) over length-sorted batches of CPU log-probs (the search is CPU-side)."""
     import torch
 
-    for start in range(0, len(log_probs), size):
-        chunk = log_probs[start : start + size]
+    from pipeline.decoding.batches import length_batches
+
+    for indices in length_batches([len(x) for x in log_probs], size):
+        chunk = [log_probs[i] for i in indices]
         lengths = torch.tensor([len(x) for x in chunk])
-        yield start, torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths
+        yield indices, torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths
 
 
 def decode_all(decoder, log_probs: list, batch_size: int, description: str) -> list[list[int]]:
+    from pipeline.decoding.batches import scatter
     from pipeline.progress import progress_bar
 
-    hypotheses: list[list[int]] = []
+    order, hypotheses = [], []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(log_probs))
-        for _, padded, lengths in batches(log_probs, batch_size):
-            hypotheses.extend(decoder.decode(padded, lengths))
+        for indices, padded, lengths in batches(log_probs, batch_size):
+            order.append(indices)
+            hypotheses.append(decoder.decode(padded, lengths))
             bar.advance(task, len(lengths))
-    return hypotheses
+    return scatter(order, hypotheses, len(log_probs))
 
 
 def final_beams(log_probs: list, params: dict, batch_size: int) -> list[list[list[int]]]:
     """Our search's whole final beam per utterance, best first (for the oracle figure)."""
+    from pipeline.decoding.batches import scatter
     from pipeline.decoding.ctc import prefix_beam_search_nbest
 
-    beams: list[list[list[int]]] = []
-    for _, padded, lengths in batches(log_probs, batch_size):
+    order, beams = [], []
+    for indices, padded, lengths in batches(log_probs, batch_size):
         nbest, _ = prefix_beam_search_nbest(padded, lengths, params["beam"], 0, params["prune_top_k"] or None)
-        beams.extend(hypotheses or [[]] for hypotheses in nbest)
-    return beams
+        order.append(indices)
+        beams.append([hypotheses or [[]] for hypotheses in nbest])
+    return scatter(order, beams, len(log_probs))
 
 
 def oracle_levenshtein(beams: list[list[list[int]]], refs: list[str], char_map: list[str]) -> float:
@@ -124,13 +134,18 @@ def run(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
     from pipeline.decoding.ctc import make_decoder
     from pipeline.decoding.metrics import levenshtein_mean
+    from pipeline.device import resolve_device
 
+    device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
     stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
     select = run.inputs["select"]
     cache = run.artifacts_root / run.profile.name / "logprobs" / select.key[:16]
     batch_size = run.params["batch_size"]
-    log_probs = cached_log_probs(cache, select.dir / "model.pt", stores, batch_size)
+    computed: list[str] = []
+    log_probs = cached_log_probs(cache, select.dir / "model.pt", stores, batch_size, device, computed)
+    run.log(f"log-probs on {device}: computed {', '.join(computed)}" if computed else
+            f"log-probs read from the cache {cache} (no model run)")
     num_classes = int(log_probs["dev"][0].shape[-1])
     workers = int(run.options.get("workers") or 1)
     greedy = make_decoder("greedy", beam=1, blank=0, num_classes=num_classes)
@@ -162,6 +177,8 @@ def run(run: StageRun) -> dict:
         "test_utterances": len(test_beam),
     }
     metrics["dev_oracle"] = oracle_levenshtein(dev_beams, refs, char_map)
+    metrics["device"] = str(device)
+    metrics["logprobs_computed"] = computed  # partitions whose log-probs this run computed (others: the cache)
     write_json_atomic(run.out / "dev_results.json", {
         "ids": dev.ids, "reference": refs, "greedy": [to_text(h, char_map) for h in dev_greedy],
         "beam": [to_text(h, char_map) for h in dev_beam]})
@@ -170,6 +187,4 @@ def run(run: StageRun) -> dict:
     return metrics
 
 
-STAGE = Stage(name="decode", upstream=("normalize", "select"), code=("pipeline.stages.decode_ctc", "pipeline.decoding.ctc", "pipeline.decoding.ctc_backends",
-                    "pipeline.decoding.ctc_beam", "pipeline.decoding.ctc_greedy", "pipeline.decoding.metrics"),
-              params=params, label=label, run=run)
+STAGE = Stage(name="decode", upstream=("normalize", "select"), params=params, label=label, run=run)

@@ -43,20 +43,21 @@ def ensemble_members(run: StageRun) -> list[Path]:
     return [index_path.parent / e["file"] for e in entries]
 
 
-def posteriors(checkpoint: Path, stores: dict, batch_size: int) -> dict[str, np.ndarray]:
-    """Softmax (frames, classes) float32 per partition, frames in store order."""
+def posteriors(checkpoint: Path, stores: dict, batch_size: int, device=None) -> dict[str, np.ndarray]:
+    """Softmax (frames, classes) float32 per partition, frames in store order (the model on `device`, default
+    auto: CUDA when present). Frames are classified independently: batches are runs of consecutive frame windows
+    (no padding), so there is no length ordering to undo."""
     import torch
 
     from pipeline.data.frames import FrameWindows
-    from pipeline.models.mlp import build_from_dict
+    from pipeline.device import resolve_device
     from pipeline.progress import progress_bar
-    from pipeline.training.checkpoints import load_checkpoint
+    from pipeline.training.checkpoints import load_checkpoint, load_model
 
     saved = load_checkpoint(checkpoint)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_from_dict(saved["model_config"])
-    model.load_state_dict(saved["state_dict"])
-    model.to(device).eval()
+    saved.setdefault("model_family", "mlp")
+    device = resolve_device(None) if device is None else torch.device(device)
+    model = load_model(saved, device)
     padding = (saved.get("data") or {}).get("padding", "utterance")
     result = {}
     with torch.inference_mode(), progress_bar() as bar:
@@ -74,10 +75,10 @@ def posteriors(checkpoint: Path, stores: dict, batch_size: int) -> dict[str, np.
     return result
 
 
-def averaged_posteriors(members: list[Path], stores: dict, batch_size: int) -> dict[str, np.ndarray]:
+def averaged_posteriors(members: list[Path], stores: dict, batch_size: int, device=None) -> dict[str, np.ndarray]:
     total: dict[str, np.ndarray] = {}
     for path in members:
-        for name, probs in posteriors(path, stores, batch_size).items():
+        for name, probs in posteriors(path, stores, batch_size, device).items():
             total[name] = total[name] + probs if name in total else probs
     return {name: probs / len(members) for name, probs in total.items()}
 
@@ -94,10 +95,13 @@ def run(run: StageRun) -> dict:
     from pipeline.decoding.frame_report import (accuracy, confusion_matrix, majority_baseline, per_class_accuracy,
                                                 plot_confusion)
 
+    from pipeline.device import resolve_device
+
+    device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
     stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
     members = ensemble_members(run)
-    probs = averaged_posteriors(members, stores, run.params["batch_size"])
+    probs = averaged_posteriors(members, stores, run.params["batch_size"], device)
     symbols = list(run.profile.symbols)
     dev_truth = np.asarray(stores["dev"].labels_array)
     dev_predicted = probs["dev"].argmax(axis=1)
@@ -118,13 +122,11 @@ def run(run: StageRun) -> dict:
     write_json_atomic(run.out / "test_hypotheses.json", {"ids": stores["test"].ids, "frames_file": "test_frames.npy",
                                                          "frames": len(test_predicted)})
     run.log(f"dev frame accuracy {dev_acc:.2f}% (majority class {symbols[majority]}: {majority_acc:.2f}%), "
-            f"{len(members)} model(s); confusion → {run.out / 'dev_confusion.png'}")
+            f"{len(members)} model(s) on {device}; confusion → {run.out / 'dev_confusion.png'}")
     return {"dev_acc": dev_acc, "dev_majority_acc": majority_acc, "dev_frames": int(len(dev_truth)),
             "test_frames": int(len(test_predicted)), "members": [p.name for p in members],
-            "per_phoneme_acc": per_phoneme}
+            "per_phoneme_acc": per_phoneme, "device": str(device)}
 
 
 STAGE = Stage(name="decode", upstream=("normalize", "select", "train"),
-              code=("pipeline.stages.decode_frames", "pipeline.decoding.frame_report", "pipeline.models.mlp",
-                    "pipeline.tasks.hw1p2_recipe", "pipeline.data.frames", "pipeline.data.store"),
               params=params, label=label, run=run)

@@ -24,27 +24,23 @@ def label(params: dict) -> str:
 
 
 def decode_store(model, store, beam: int, max_length: int, alpha: float, batch_size: int, description: str):
-    """n-best lists per utterance in store order, decoded in length-sorted batches (little padding)."""
-    import numpy as np
-    import torch
-
+    """n-best lists per utterance in store order, decoded in length-sorted batches (little padding) on the model's
+    device; the n-best lists are plain Python (CPU)."""
     from pipeline.decoding.attention_search import decode_batch
+    from pipeline.decoding.batches import length_batches, model_device, pad_batch, scatter
     from pipeline.progress import progress_bar
 
-    order = sorted(range(len(store)), key=lambda i: int(store.lengths[i]))
-    results: list = [None] * len(store)
+    device = model_device(model)
     rows = max(1, batch_size // beam) if beam > 1 else batch_size
+    batches = length_batches(store.lengths, rows)
+    results = []
     with progress_bar() as bar:
-        task = bar.add_task(description, total=len(order))
-        for start in range(0, len(order), rows):
-            chunk = order[start : start + rows]
-            feats = [torch.from_numpy(np.array(store.features(i), dtype=np.float32)) for i in chunk]
-            lengths = torch.tensor([len(f) for f in feats])
-            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-            for i, nbest in zip(chunk, decode_batch(model, padded, lengths, beam, max_length, alpha)):
-                results[i] = nbest
-            bar.advance(task, len(chunk))
-    return results
+        task = bar.add_task(description, total=len(store))
+        for batch in batches:
+            padded, lengths = pad_batch([store.features(i) for i in batch], device)
+            results.append(decode_batch(model, padded, lengths, beam, max_length, alpha))
+            bar.advance(task, len(batch))
+    return scatter(batches, results, len(store))
 
 
 def run(run: StageRun) -> dict:
@@ -56,12 +52,14 @@ def run(run: StageRun) -> dict:
 
 def decode_dev_and_test(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
+    from pipeline.device import resolve_device
     from pipeline.training.checkpoints import load_model
-    from pipeline.training.seq2seq_trainer import score, to_text
+    from pipeline.training.seq2seq import score, to_text
 
+    device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
     dev, test = (FeatureStore.open(normalized / name) for name in ("dev", "test"))
-    model = load_model(run.inputs["select"].dir / "model.pt")
+    model = load_model(run.inputs["select"].dir / "model.pt", device)
     symbols, p = list(run.profile.symbols), run.params
     refs = [to_text(dev.labels(i).tolist(), symbols) for i in range(len(dev))]
     texts = lambda hyps: [to_text(h, symbols) for h in hyps]  # noqa: E731
@@ -91,18 +89,16 @@ def decode_dev_and_test(run: StageRun) -> dict:
         "dev_beam_seconds": round(beam_seconds, 2),
         "test_seconds": round(test_seconds, 2),
         "test_utterances": len(test_nbest),
+        "device": str(device),
     }
     write_json_atomic(run.out / "dev_results.json", {
         "ids": dev.ids, "reference": refs, "greedy": texts(greedy), "beam": texts(dev_beam)})
     write_json_atomic(run.out / "test_hypotheses.json",
                       {"ids": test.ids, "tokens": [nbest[0][1] for nbest in test_nbest]})
     run.log(f"dev {p['metric']}: greedy {metrics['dev_greedy']:.3f}  beam {metrics['dev_beam']:.3f}  "
-            f"oracle {metrics['dev_oracle']:.3f}  (empty output {metrics['dev_empty']:.3f})")
+            f"oracle {metrics['dev_oracle']:.3f}  (empty output {metrics['dev_empty']:.3f}); decoded on {device}")
     return metrics
 
 
 STAGE = Stage(name="decode", upstream=("normalize", "select"),
-              code=("pipeline.stages.decode_seq2seq", "pipeline.decoding.attention_search",
-                    "pipeline.decoding.metrics", "pipeline.training.seq2seq_trainer", "pipeline.models.las",
-                    "pipeline.models.transformer", "pipeline.tasks.hw4p2_recipe"),
               params=params, label=label, run=run)

@@ -84,16 +84,29 @@ def unzip_atomically(archive: Path, target: Path) -> None:
 LOCAL_DATA_FILE = "local_data.json"   # artifacts/<competition>/local_data.json: where `--data` pointed last
 
 
-def with_local_data(profile: Profile, data: Path | None, artifacts_root: Path) -> Profile:
+KAGGLE = "kaggle"   # `--data kaggle`: forget the remembered --data, download from Kaggle (demo: the embedded zip)
+
+
+def with_local_data(profile: Profile, data: Path | str | None, artifacts_root: Path) -> Profile:
     """The profile reading its data from `data` (a Kaggle zip fetched by browser, or an unpacked folder such as
-    /kaggle/input/<slug>). The choice is remembered per competition, so later commands need no `--data`."""
+    /kaggle/input/<slug>). The choice is remembered per competition, so later commands need no `--data`; only an
+    explicit `data` writes it (a remembered one is just read). `data == "kaggle"` forgets it: the data comes from
+    Kaggle again (the embedded zip for demo competitions); a folder named kaggle is `./kaggle`."""
     remembered = Path(artifacts_root) / profile.name / LOCAL_DATA_FILE
+    if isinstance(data, str) and data == KAGGLE:
+        if not profile.demo and not profile.slug:
+            raise DataError(f"{profile.name}: no known Kaggle slug, so --data kaggle has nothing to download; "
+                            f"download the data in a browser and pass --data PATH")
+        remembered.unlink(missing_ok=True)
+        return dataclasses.replace(profile, local_data=None)
     if data is None:
         if not remembered.exists():
             return profile
         data = Path(json.loads(remembered.read_text())["path"])
         if not data.exists():
-            raise DataError(f"{data}: gone (remembered in {remembered} from an earlier --data; give --data again)")
+            raise DataError(f"{data}: gone (remembered in {remembered} from an earlier --data; give --data again, "
+                            f"or --data kaggle to download it)")
+        return dataclasses.replace(profile, local_data=data)  # read-only commands (status) must write nothing
     data = Path(data).expanduser().resolve()
     if not data.exists():
         raise DataError(f"--data {data}: no such file or folder")
@@ -104,6 +117,16 @@ def with_local_data(profile: Profile, data: Path | None, artifacts_root: Path) -
     tmp.write_text(json.dumps({"path": str(data)}) + "\n")
     os.replace(tmp, remembered)
     return dataclasses.replace(profile, local_data=data)
+
+
+def data_source(profile: Profile) -> str:
+    """Where the download stage takes the data from, in a few words (`asrpipe status`)."""
+    if profile.local_data is not None:
+        kind = "zip" if Path(profile.local_data).is_file() else "folder"
+        return f"local {kind} {profile.local_data} (remembered from --data)"
+    if profile.demo:
+        return f"embedded demo zip {profile.embedded_zip}"
+    return f"Kaggle {profile.slug}" if profile.slug else "none: no known Kaggle slug (give --data PATH)"
 
 
 def local_fingerprint(source: Path) -> str:
@@ -185,5 +208,4 @@ def run(run: StageRun) -> dict:
 
 
 # resumable: an interrupted Kaggle download keeps its `.part` (and a complete zip) for the next attempt
-STAGE = Stage(name="download", upstream=(), code=("pipeline.stages.download", "pipeline.data.kaggle_layout"),
-              params=params, label=label, run=run, resumable=True)
+STAGE = Stage(name="download", upstream=(), params=params, label=label, run=run, resumable=True)

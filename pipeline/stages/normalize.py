@@ -103,5 +103,4 @@ def run(run: StageRun) -> dict:
 
 
 STAGE = Stage(name="normalize", upstream=("download",),
-              code=("pipeline.stages.normalize", "pipeline.data.kaggle_layout", "pipeline.data.store"),
               params=params, label=label, run=run)

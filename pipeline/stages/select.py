@@ -65,5 +65,4 @@ def run(run: StageRun) -> dict:
             f"{metric}_of_sources": [e.get(metric) for e in entries]}
 
 
-STAGE = Stage(name="select", upstream=("train",), code=("pipeline.stages.select",),
-              params=params, label=label, run=run)
+STAGE = Stage(name="select", upstream=("train",), params=params, label=label, run=run)

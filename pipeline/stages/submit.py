@@ -5,7 +5,9 @@ Kaggle through pipeline/kaggle_client.py: daily quota checked, uploaded with a m
 decode params, a "pending" ledger row written at once, then polled until scored ("scored" with the public score,
 or "error" with Kaggle's reason; still pending at the timeout: `asrpipe submissions` fills it in later).
 A CSV that fails validation is refused with one line and gets no ledger row; so is a CSV whose sha256 the ledger
-already holds for this competition, unless forced (`--force`, options["resubmit"]).
+already holds for this competition, unless re-submitted on purpose (`--resubmit`, options["resubmit"]). The stage
+itself, run again on such a CSV (`--force`, or an upstream recomputed to the same bytes), records the earlier ledger
+row instead of failing or submitting again.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def submit_csv(profile: Profile, csv_path: Path, sample: Path, submissions_root:
         scored = f", public {earlier['public_score']}" if earlier.get("public_score") else ""
         raise SubmissionError(f"{csv_path}: this CSV (sha256 {digest[:12]}…) was already submitted to {profile.name} "
                               f"at {earlier['time']} ({earlier['target']}, {earlier['status']}{scored}); "
-                              f"--force submits it again")
+                              f"--resubmit submits it again")
     keys = keys or {}
     row = {"competition": profile.name, "train_key": keys.get("train", "")[:12],
            "decode_key": keys.get("decode", "")[:12], "csv_key": keys.get("csv", "")[:12], "dev_metric": dev_metric,
@@ -135,10 +137,22 @@ def pipeline_inputs(artifacts: dict) -> dict:
 
 def run(run: StageRun) -> dict:
     inputs = pipeline_inputs(run.pipeline_artifacts)
+    resubmit = run.options.get("resubmit", False)
+    earlier = None if resubmit else find_submitted(run.submissions_root, run.profile.name,
+                                                   sha256_file(inputs["csv_path"]))
+    if earlier:  # recomputing never re-submits: keep the submission the ledger already holds
+        run.log(f"this CSV (sha256 {earlier['csv_sha256'][:12]}…) was already submitted at {earlier['time']} "
+                f"({earlier['target']}, {earlier['status']}, public {earlier['public_score'] or '-'}); not submitted "
+                f"again (--resubmit submits it again)")
+        result = {"target": earlier["target"], "status": earlier["status"], "public": earlier["public_score"] or None,
+                  "private": earlier["private_score"] or None, "kaggle_ref": earlier.get("kaggle_ref") or None,
+                  "csv_sha256": earlier["csv_sha256"], "submitted_at": earlier["time"]}
+        write_json_atomic(run.out / "score.json", result)
+        return result
     result = submit_csv(run.profile.reconciled(inputs["detected"]), inputs["csv_path"], inputs["sample"],
                         run.submissions_root, keys=inputs["keys"], dev_metric=inputs["dev_metric"],
                         decode_params=inputs["decode_params"], message=run.params["message"],
-                        resubmit=run.options.get("resubmit", False), wait=run.options.get("wait", 600.0),
+                        resubmit=resubmit, wait=run.options.get("wait", 600.0),
                         log=run.log)
     # the ledger row is the last side effect before the manifest and .done: nothing after it can fail but I/O
     write_json_atomic(run.out / "score.json", result)
@@ -183,5 +197,4 @@ def write_rows_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
     return path
 
 
-STAGE = Stage(name="submit", upstream=("download", "csv"), code=("pipeline.stages.submit", "pipeline.submission"),
-              params=params, label=label, run=run)
+STAGE = Stage(name="submit", upstream=("download", "csv"), params=params, label=label, run=run)

@@ -2,14 +2,15 @@
 
 Planning fills the model from the profile (feature dim, classes, parameter limit) and data.context, fits the width
 to the limit when model.width is unset, and refuses a model over the limit — before anything runs. Resumable from
-`checkpoints/last.pt`. Outputs: `checkpoints/` (last + top-k by dev accuracy, index.json), `history.json`,
-`normalization.json`, the W&B run dir (offline unless a key is configured).
+`checkpoints/last.pt`; `--nproc N` trains with N DDP processes under torchrun. Outputs: `checkpoints/` (last + top-k
+by dev accuracy, index.json), `history.json`, `metrics.json`, `normalization.json`, the W&B run dir.
 """
 from __future__ import annotations
 
-from pipeline.engine import Artifact, Stage, StageRun, write_json_atomic
+from pipeline.engine import Stage, StageRun
 from pipeline.tasks.hw1p2_recipe import resolve_model
 from pipeline.tasks.profiles import Profile
+from pipeline.tasks.train_recipe import budget_label
 
 
 def params(profile: Profile, recipe: dict) -> dict:
@@ -19,39 +20,15 @@ def params(profile: Profile, recipe: dict) -> dict:
     return {"model": model, "data": recipe["data"], "train": recipe["train"]}
 
 
-def normalization_record(normalize: Artifact) -> dict:
-    """Which normalization the model expects (as train_ctc records it; not imported, so that editing the CTC stage
-    does not make hw1p2 training stale)."""
-    manifest = normalize.manifest
-    return {"normalize_key": normalize.key, "method": manifest["params"]["method"],
-            "global_mvn_sha256": manifest["metrics"].get("global_mvn_sha256"),
-            "global_mvn": str(normalize.dir / "global_mvn.npz") if manifest["params"]["method"] == "global" else None}
-
-
 def label(params: dict) -> str:
     m, t = params["model"], params["train"]
-    return f"{m['archetype']}{m['num_layers']}x{m['width']}-c{m['context']}-e{t['epochs']}"
+    return f"{m['archetype']}{m['num_layers']}x{m['width']}-c{m['context']}-e{t['epochs']}{budget_label(t)}"
 
 
 def run(run: StageRun) -> dict:
-    from pipeline.data.store import FeatureStore
-    from pipeline.tasks.hw1p2_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
-    from pipeline.training.frame_trainer import train_frames
+    from pipeline.training.launch import train_stage
 
-    normalized = run.inputs["normalize"].dir
-    write_json_atomic(run.out / "normalization.json", normalization_record(run.inputs["normalize"]))
-    run_config = {"competition": run.profile.name, "params": run.params, "keys": run.keys}
-    return train_frames(MLPConfig(**run.params["model"]), FrameDataConfig(**run.params["data"]),
-                        FrameTrainConfig(**run.params["train"]), FeatureStore.open(normalized / "train"),
-                        FeatureStore.open(normalized / "dev"), run.out,
-                        tracking=run.options.get("wandb") or "auto", run_name=f"{run.profile.name}-{run.out.name}",
-                        run_config=run_config, progress=bool(run.options.get("progress", True)))
+    return train_stage(run, "pipeline.training.frames:make_task")
 
 
-STAGE = Stage(name="train", upstream=("normalize",),
-              code=("pipeline.stages.train_frames", "pipeline.models.mlp",
-                    "pipeline.tasks.hw1p2_recipe", "pipeline.tasks.hw3p2_recipe", "pipeline.training.frame_trainer",
-                    "pipeline.training.frame_schedule", "pipeline.training.checkpoints",
-                    "pipeline.training.specaugment", "pipeline.training.tracking", "pipeline.data.frames",
-                    "pipeline.data.store"),
-              params=params, label=label, run=run, resumable=True)
+STAGE = Stage(name="train", upstream=("normalize",), params=params, label=label, run=run, resumable=True)

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.errors import AsrpipeError
-from pipeline.tasks.hw3p2_recipe import SpecAugmentConfig
+from pipeline.tasks.train_recipe import SchedulerConfig, SpecAugmentConfig, TrainConfig
 
 Archetype = Literal["cylinder", "pencil", "pyramid", "inverted-pyramid", "diamond"]
 Activation = Literal["relu", "leakyrelu", "gelu", "silu", "softplus", "tanh"]
@@ -161,40 +161,23 @@ def resolve_model(model: dict, feature_dim: int, num_classes: int, context: int,
     return cfg.model_dump(mode="json")
 
 
-class FrameSchedulerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Literal["none", "step", "exponential", "cosine", "plateau"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0.0)   # LinearLR from warmup_start_factor·lr, then the main schedule
-    warmup_start_factor: float = Field(1.0 / 3.0, gt=0.0, le=1.0)   # LinearLR's default, as seed 000 used it
-    step_size: int = Field(5, ge=1)             # step: epochs between decays
-    gamma: float = Field(0.5, gt=0.0, le=1.0)   # step / exponential decay per step_size / per epoch
-    min_lr: float = Field(1e-6, ge=0.0)         # cosine floor and plateau floor
-    factor: float = Field(0.5, gt=0.0, lt=1.0)  # plateau
-    patience: int = Field(2, ge=0)              # plateau, in evaluated epochs without a better dev accuracy
-    threshold: float = Field(0.01, ge=0.0)      # plateau: gain in dev accuracy (percentage points) that counts
+class FrameSchedulerConfig(SchedulerConfig):
+    """hw1p2's defaults: LinearLR's own start factor (1/3, as seed 000 used it), plateau gains in accuracy points."""
+    warmup_start_factor: float = Field(1.0 / 3.0, gt=0.0, le=1.0)
+    min_lr: float = Field(1e-6, ge=0.0)
+    threshold: float = Field(0.01, ge=0.0)
+    threshold_mode: Literal["rel", "abs"] = "abs"
 
 
-class FrameTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FrameTrainConfig(TrainConfig):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(2048, ge=1)
     eval_batch_size: int = Field(8192, ge=1)
     lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)    # sgd
-    nesterov: bool = False                          # sgd
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     scheduler: FrameSchedulerConfig = Field(default_factory=FrameSchedulerConfig)
     masking: SpecAugmentConfig = Field(default_factory=lambda: SpecAugmentConfig(p_freq=0.5, p_time=0.5))
     grad_clip: float | None = Field(None, gt=0.0)
-    amp: bool = True                                # float16 autocast + GradScaler, CUDA only
-    keep_top_k: int = Field(3, ge=0)
-    keep_last: int = Field(0, ge=0)
-    seed: int = 11785
-    eval_every: int = Field(1, ge=1)                # epochs; the last epoch is always evaluated
 
 
 class FrameDecodeConfig(BaseModel):

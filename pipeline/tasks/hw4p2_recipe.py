@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.tasks.hw3p2_recipe import SchedulerConfig, SpecAugmentConfig
+from pipeline.tasks.train_recipe import SchedulerConfig, SpecAugmentConfig, TrainConfig
 
 # ---- vocabulary -------------------------------------------------------------------------------------------------
 
@@ -187,33 +187,23 @@ class GuidedAttentionConfig(BaseModel):
     decay: float = Field(1.0, gt=0.0, le=1.0)  # weight multiplier per epoch
 
 
-class Seq2SeqTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = 50
+class Seq2SeqTrainConfig(TrainConfig):
     # memory-aware batches: a batch grows until any bound would be exceeded (padded sizes: count × longest)
     max_frames_per_batch: int = 60000         # padded input frames
     max_tokens_per_batch: int = 12000         # padded target tokens
     max_batch_size: int = 64                  # utterances
     eval_max_frames: int = 120000
-    lr: float = 1e-3
-    weight_decay: float = 5e-6
-    optimizer: Literal["adamw", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(5e-6, ge=0.0)
+    optimizer: Literal["adamw", "adam", "adamax", "adagrad", "sgd"] = "adam"
     scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig(name="plateau", factor=0.5, patience=5))
-    grad_clip: float | None = 5.0
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     ctc_weight: float = Field(0.0, ge=0.0, le=1.0)   # model with ctc_head: loss = (1-w)·CE + w·CTC
     guided_attention: GuidedAttentionConfig = Field(default_factory=GuidedAttentionConfig)
     teacher_forcing: TeacherForcingConfig = Field(default_factory=TeacherForcingConfig)
     specaugment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
-    early_stopping: int | None = None         # stop after this many evaluated epochs without a better dev distance
-    keep_top_k: int = 3
-    keep_last: int = 0
     attention_plots: int = 3                  # dev utterances plotted (PNG) at each evaluated epoch; 0 = none
     eval_max_length: int = 600                # greedy dev decode stops here (characters)
-    seed: int = 11785
-    num_workers: int = 0
-    eval_every: int = 1
 
 
 class Seq2SeqDecodeConfig(BaseModel):

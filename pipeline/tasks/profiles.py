@@ -3,7 +3,7 @@
 `resolve_profile("hw3p2")` takes a task family (→ its latest profile), a profile name (`hw3p2-s24`,
 `demo-hw3p2`), a Kaggle slug (`hw3p2asr-s24`) or the folder name the data unpacks to (`11-785-s24-hw3p2`).
 
-Facts come from /work/shared/research/11785_formats.md (its source tags are in each profile's `sources`).
+Facts come from docs/formats.md (its source tags are in each profile's `sources`).
 Facts that the formats doc marks as conflicting or unverified are listed in `conflicts`: the download stage
 detects them from the data (shapes, transcripts, the sample submission) and records "declared vs detected".
 """
@@ -179,7 +179,7 @@ register(Profile(
 ))
 
 
-# ---- HW1P2: frame-level phoneme classification (formats doc §1) --------------------------------------------------
+# ---- HW1P2: frame-level phoneme classification (docs/formats.md §1) ----------------------------------------------
 
 def _hw1p2(semester: str, slug: str | None, dim: int, *, old: bool = False, label_format: str = "phoneme",
            param_limit: int | None = None, **extra) -> Profile:
@@ -207,7 +207,7 @@ _hw1p2("S26", "hw-1-p-2-spring-2026-student-competition", 28, param_limit=20_000
        slack_slug="hw-1-p-2-spring-2026-student-slack-submission", sources="W-S26-1; NB-S26-1")
 
 
-# ---- HW3P2: utterance-level phoneme recognition, CTC (formats doc §2) ---------------------------------------------
+# ---- HW3P2: utterance-level phoneme recognition, CTC (docs/formats.md §2) -----------------------------------------
 
 def _hw3p2(semester: str, slug: str | None, dim: int, columns: tuple[str, str], *, s22: bool = False,
            **extra) -> Profile:
@@ -237,7 +237,7 @@ _hw3p2("F25", "11785-hw-3-p-2-speech-recognition-fall-2025", 28, ("index", "labe
        slack_slug="11785-hw-3-p-2-fall-2025-slack", conflicts=("sample_submission",), sources="NB-F25-3")
 
 
-# ---- HW4P2: attention-based character ASR (formats doc §3) --------------------------------------------------------
+# ---- HW4P2: attention-based character ASR (docs/formats.md §3) ----------------------------------------------------
 
 _SPECIALS_MFCC = (("pad", "<pad>"), ("sos", "<sos>"), ("eos", "<eos>"))
 _SPECIALS_F24 = (("pad", "<|padding|>"), ("sos", "<|endoftext|>"), ("eos", "<|endoftext|>"), ("unk", "<|unknown|>"))

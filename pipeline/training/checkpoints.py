@@ -44,13 +44,15 @@ def atomic_write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def model_checkpoint(model: torch.nn.Module, model_cfg, epoch: int, metrics: dict, family: str = "ctc_rnn") -> dict:
+def model_checkpoint(model: torch.nn.Module, model_cfg, epoch: int, metrics: dict, arch: str, **extra) -> dict:
+    """What a checkpoint holds: enough to rebuild the model (pipeline/models/<arch>.py) and what it scored."""
     return {
-        "model_family": family,
+        "model_family": arch,
         "model_config": model_cfg.model_dump(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "epoch": epoch,
         "metrics": metrics,
+        **extra,
     }
 
 
@@ -107,16 +109,18 @@ def save_last(checkpoint: dict, out_dir: Path, history: list, train_cfg, optimiz
     atomic_write_json(Path(out_dir) / "history.json", history)
 
 
-def load_model(checkpoint_path: str | Path) -> torch.nn.Module:
-    """Rebuild the model from the config stored in the checkpoint; returned in eval mode on CPU."""
-    ckpt = load_checkpoint(checkpoint_path)
+def load_model(checkpoint_path: str | Path | dict, device: str | torch.device | None = None) -> torch.nn.Module:
+    """Rebuild the model from the config stored in the checkpoint (a path, or a checkpoint dict already loaded);
+    returned in eval mode on `device` (default CPU; resolve a user's choice with pipeline.device.resolve_device)."""
+    ckpt = checkpoint_path if isinstance(checkpoint_path, dict) else load_checkpoint(checkpoint_path)
+    where = "checkpoint" if isinstance(checkpoint_path, dict) else checkpoint_path
     family = ckpt.get("model_family", "ctc_rnn")
     if family not in MODEL_BUILDERS:
-        raise ValueError(f"{checkpoint_path}: unknown model_family {family!r} (known: {', '.join(MODEL_BUILDERS)})")
+        raise ValueError(f"{where}: unknown model_family {family!r} (known: {', '.join(MODEL_BUILDERS)})")
     module, _, function = MODEL_BUILDERS[family].partition(":")
     model = getattr(importlib.import_module(module), function)(ckpt["model_config"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    return model.to(torch.device(device) if device is not None else "cpu").eval()
 
 
 class TopKKeeper:

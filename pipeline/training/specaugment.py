@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.tasks.hw3p2_recipe import SpecAugmentConfig
+from pipeline.tasks.train_recipe import SpecAugmentConfig
 
 
 def _band_masks(n_masks: int, max_width: int, extent: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,79 @@
+"""The `train:` keys every family shares (pipeline/training/loop.py reads them): optimizer, LR schedule, AMP,
+checkpoints, evaluation cadence, early stopping, a wall-clock budget. Each family's train config subclasses
+TrainConfig and adds its own batching and loss keys; a family may change a default, never a key's meaning.
+
+Torch-free, like every recipe schema, so that planning (`asrpipe status`, a cached run) stays fast.
+
+    optimizer   adamw | adam | adamax | adagrad | sgd (momentum, nesterov)
+    scheduler   optional LinearLR warmup (per batch), then none | cosine (per batch) | step | exponential (per epoch)
+                | plateau (ReduceLROnPlateau on the family's dev metric, its direction from the family)
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["none", "cosine", "step", "exponential", "plateau"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)          # LinearLR from warmup_start_factor·lr to lr, per batch
+    warmup_start_factor: float = Field(0.05, gt=0.0, le=1.0)
+    min_lr: float = Field(1e-5, ge=0.0)                # cosine floor, plateau floor
+    step_size: int = Field(5, ge=1)                    # step: epochs between decays
+    gamma: float = Field(0.5, gt=0.0, le=1.0)          # step / exponential: factor per step_size / per epoch
+    factor: float = Field(0.5, gt=0.0, lt=1.0)         # plateau
+    patience: int = Field(2, ge=0)                     # plateau, in evaluated epochs
+    threshold: float = Field(1e-4, ge=0.0)             # plateau: the gain that counts as better
+    threshold_mode: Literal["rel", "abs"] = "rel"
+
+
+class SpecAugmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    freq_mask: int = 0   # max band width (features); 0 = off
+    time_mask: int = 0   # max span width (frames); 0 = off
+    n_freq: int = 1
+    n_time: int = 1
+    p_freq: float = 1.0
+    p_time: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return (self.freq_mask > 0 and self.n_freq > 0 and self.p_freq > 0) or (
+            self.time_mask > 0 and self.n_time > 0 and self.p_time > 0)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(50, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    optimizer: Literal["adamw", "adam", "adamax", "adagrad", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)      # sgd
+    nesterov: bool = False                            # sgd
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    grad_clip: float | None = Field(5.0, gt=0.0)      # max grad norm; None = off
+    amp: bool = True                                  # mixed precision, CUDA only
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"   # float16 uses a GradScaler; bfloat16 needs none
+    keep_top_k: int = Field(3, ge=0)
+    keep_last: int = Field(0, ge=0)                   # also keep the last N epochs' weights (checkpoint averaging)
+    eval_every: int = Field(1, ge=1)                  # epochs; the last epoch is always evaluated
+    early_stopping: int | None = Field(None, ge=1)    # stop after this many evaluations without a better dev metric
+    max_minutes: float | None = Field(None, gt=0.0)   # wall-clock budget: stop after the epoch that crosses it
+    seed: int = 11785
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        return self
+
+
+def budget_label(train: dict) -> str:
+    """The train output folder's name shows a time budget: a budget-stopped run is its own artifact."""
+    return f"-t{train['max_minutes']:g}m" if train.get("max_minutes") else ""

@@ -1,0 +1,108 @@
+"""hw3p2 (CTC) for the training loop: length-bucketed batches, SpecAugment, CTC loss, greedy dev Levenshtein.
+
+    metrics = train(CTCTask(model_cfg, train_cfg, train_store, dev_store), out_dir, run_name="…")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from pipeline.data.store import FeatureStore, open_store
+from pipeline.decoding.ctc_greedy import greedy_decode
+from pipeline.decoding.metrics import levenshtein_mean
+from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
+from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches
+from pipeline.training.loop import Runtime, TrainingError, TrainTask
+from pipeline.training.specaugment import spec_augment
+
+BLANK = 0
+
+
+def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, y: torch.Tensor, y_lengths: torch.Tensor) -> torch.Tensor:
+    # ctc_loss wants (T, B, C) and is unstable in fp16: always float32
+    return F.ctc_loss(log_probs.transpose(0, 1).float(), y, out_lengths, y_lengths,
+                      blank=BLANK, reduction="mean", zero_infinity=True)
+
+
+def as_string(indices) -> str:
+    """One character per class; any injective map gives the Levenshtein of the competition's single-char strings."""
+    return "".join(chr(0x100 + int(i)) for i in indices)
+
+
+def check_compatible(model_cfg: CTCRNNConfig, store: FeatureStore) -> None:
+    if store.dim != model_cfg.input_dim:
+        raise TrainingError(f"{store.path}: features have dim {store.dim}, model input_dim is {model_cfg.input_dim}")
+    if len(store.symbols) != model_cfg.num_classes:
+        raise TrainingError(f"{store.path}: {len(store.symbols)} symbols, model num_classes is {model_cfg.num_classes}")
+    if not store.has_labels:
+        raise TrainingError(f"{store.path}: partition {store.meta.get('partition')!r} has no labels to train on")
+
+
+class CTCTask(TrainTask):
+    arch, metric, direction, tag = "ctc_rnn", "dev_lev", "min", "lev"
+
+    def __init__(self, model_cfg: CTCRNNConfig, cfg: CTCTrainConfig, train_store, dev_store):
+        super().__init__(model_cfg, cfg)
+        self.train_store, self.dev_store = open_store(train_store), open_store(dev_store)
+        for store in (self.train_store, self.dev_store):
+            check_compatible(model_cfg, store)
+        self.plans: dict[int, list] = {}
+
+    def build_model(self):
+        from pipeline.models.ctc_rnn import build_model
+
+        return build_model(self.model_cfg)
+
+    def describe(self, n_params: int) -> str:
+        return f"{n_params:,} parameters, {len(self.train_store)} train / {len(self.dev_store)} dev utterances"
+
+    def plan(self, epoch: int) -> list:
+        if epoch not in self.plans:
+            self.plans[epoch] = epoch_batches(self.train_store.lengths, self.cfg.batch_size,
+                                              self.cfg.max_frames_per_batch, seed=self.cfg.seed, epoch=epoch)
+        return self.plans[epoch]
+
+    def load(self, batches: list, rt: Runtime):
+        return DataLoader(UtteranceDataset(self.train_store), batch_sampler=batches, collate_fn=collate_padded,
+                          num_workers=self.cfg.num_workers, pin_memory=rt.cuda)
+
+    def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
+        x, y, x_lengths, y_lengths = batch
+        x = spec_augment(x, x_lengths, self.cfg.specaugment, gen)
+        x, y, x_lengths, y_lengths = rt.to_device((x, y, x_lengths, y_lengths))
+        log_probs, out_lengths = model(x, x_lengths)
+        return ctc_loss(log_probs, out_lengths, y, y_lengths)
+
+    @torch.no_grad()
+    def evaluate(self, model, rt: Runtime, epoch: int, out_dir: Path) -> dict:
+        batches = epoch_batches(self.dev_store.lengths, self.cfg.eval_batch_size, shuffle=False)
+        loader = DataLoader(UtteranceDataset(self.dev_store), batch_sampler=batches, collate_fn=collate_padded,
+                            num_workers=self.cfg.num_workers, pin_memory=rt.cuda)
+        losses, refs, hyps = [], [], []
+        for batch in loader:
+            x, y, x_lengths, y_lengths = rt.to_device(batch)
+            with rt.autocast():
+                log_probs, out_lengths = model(x, x_lengths)
+            losses.append(ctc_loss(log_probs, out_lengths, y, y_lengths).item())
+            refs += [as_string(y[i, : y_lengths[i]].tolist()) for i in range(len(y))]
+            hyps += [as_string(h) for h in greedy_decode(log_probs, out_lengths)]
+        return {"dev_loss": float(np.mean(losses)) if losses else None, "dev_lev": levenshtein_mean(refs, hyps)}
+
+    def final_metrics(self) -> dict:
+        # an empty hypothesis costs the target length: the score of a model that learned nothing
+        return {"dev_blank_lev": float(np.mean(np.diff(self.dev_store.label_offsets)))}
+
+
+def make_task(params: dict, normalized: str, **_) -> CTCTask:
+    """The task a train stage (or a torchrun worker) trains, from the stage's params and the normalize output.
+    The model takes the feature dim normalize found in the data, which may differ from the profile's declared one."""
+    train_store = FeatureStore.open(Path(normalized) / "train")
+    if train_store.dim != params["model"]["input_dim"]:
+        print(f"features are {train_store.dim}-d in the data (the profile declares {params['model']['input_dim']}): "
+              f"the model takes {train_store.dim}", flush=True)
+    return CTCTask(CTCRNNConfig(**{**params["model"], "input_dim": train_store.dim}), CTCTrainConfig(**params["train"]),
+                   train_store, FeatureStore.open(Path(normalized) / "dev"))

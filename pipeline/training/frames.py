@@ -1,0 +1,152 @@
+"""hw1p2 (frames) for the training loop: context windows gathered per batch from the memmap (FrameWindows),
+cross-entropy with label smoothing, freq/time masking on each window, dev frame accuracy (percent, higher is better).
+
+    metrics = train(FramesTask(model_cfg, data_cfg, train_cfg, train_store, dev_store), out_dir, run_name="…")
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.frames import FrameWindows
+from pipeline.data.store import FeatureStore, open_store
+from pipeline.tasks.hw1p2_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
+from pipeline.training.loop import Runtime, TrainingError, TrainTask
+from pipeline.training.specaugment import spec_augment
+
+
+def check_compatible(cfg: MLPConfig, store: FeatureStore) -> None:
+    if store.dim != cfg.input_dim:
+        raise TrainingError(f"{store.path}: features have dim {store.dim}, model input_dim is {cfg.input_dim}")
+    if len(store.symbols) != cfg.num_classes:
+        raise TrainingError(f"{store.path}: {len(store.symbols)} symbols, model num_classes is {cfg.num_classes}")
+    if not store.has_labels or store.meta.get("label_kind") != "frame":
+        raise TrainingError(f"{store.path}: partition {store.meta.get('partition')!r} has no frame labels")
+
+
+def prefetched(batches, enabled: bool, depth: int = 3):
+    """Gather the next batches in a thread while the GPU works (numpy's fancy-index copy releases the GIL)."""
+    if not enabled:
+        yield from batches
+        return
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fill() -> None:
+        try:
+            for item in batches:
+                box.put(item)
+        finally:
+            box.put(done)
+
+    threading.Thread(target=fill, daemon=True).start()
+    while (item := box.get()) is not done:
+        yield item
+
+
+def to_tensors(x: np.ndarray, y: np.ndarray | None, device: torch.device):
+    cuda = device.type == "cuda"
+    x = torch.from_numpy(x)
+    x = (x.pin_memory() if cuda else x).to(device, non_blocking=cuda)
+    if y is not None:
+        y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device, non_blocking=cuda)
+    return x, y
+
+
+def mask_windows(x: torch.Tensor, window: int, cfg, gen: torch.Generator) -> torch.Tensor:
+    """Frequency and time masks on each (2c+1, F) window (seed 000: each with probability 0.5)."""
+    if not cfg.enabled:
+        return x
+    frames = x.view(len(x), window, -1)
+    lengths = torch.full((len(x),), window, dtype=torch.long)
+    return spec_augment(frames, lengths, cfg, gen).reshape(len(x), -1)
+
+
+class FramesTask(TrainTask):
+    arch, metric, direction, tag = "mlp", "dev_acc", "max", "acc"
+
+    def __init__(self, model_cfg: MLPConfig, data_cfg: FrameDataConfig, cfg: FrameTrainConfig, train_store,
+                 dev_store):
+        super().__init__(model_cfg, cfg)
+        self.data_cfg = data_cfg
+        train_store, dev_store = open_store(train_store), open_store(dev_store)
+        for store in (train_store, dev_store):
+            check_compatible(model_cfg, store)
+        self.train_windows = FrameWindows(train_store, model_cfg.context, data_cfg.padding)
+        self.dev_windows = FrameWindows(dev_store, model_cfg.context, data_cfg.padding)
+        self.frames_per_epoch = max(1, round(len(self.train_windows) * data_cfg.subset))  # as order() draws them
+        self.correct = self.seen = 0
+
+    def build_model(self):
+        from pipeline.models.mlp import FrameMLP
+
+        model = FrameMLP(self.model_cfg)
+        built = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if built != self.model_cfg.parameter_count():  # the planner's count is what the limit check trusted
+            raise AssertionError(f"built {built} parameters, MLPConfig counts {self.model_cfg.parameter_count()}")
+        return model
+
+    def describe(self, n_params: int) -> str:
+        return (f"{n_params:,} parameters ({self.model_cfg.describe()}), {self.model_cfg.macs_per_frame():,} "
+                f"MACs/frame, {self.frames_per_epoch:,} train / {len(self.dev_windows):,} dev frames")
+
+    def plan(self, epoch: int) -> list:
+        order = self.train_windows.order(epoch, self.cfg.seed, self.data_cfg.subset)
+        return [np.sort(order[i : i + self.cfg.batch_size]) for i in range(0, len(order), self.cfg.batch_size)]
+
+    def steps(self, epoch: int, world_size: int) -> int:
+        return math.ceil(self.frames_per_epoch / self.cfg.batch_size) // world_size
+
+    def load(self, batches: list, rt: Runtime):
+        gathered = ((self.train_windows.gather(f), self.train_windows.labels(f)) for f in batches)
+        return prefetched(gathered, rt.cuda)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.correct = self.seen = 0
+
+    def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
+        x, y = to_tensors(*batch, rt.device)
+        x = mask_windows(x, 2 * self.model_cfg.context + 1, self.cfg.masking, gen)
+        logits = model(x)
+        self.correct += (logits.argmax(-1) == y).sum().item()
+        self.seen += len(y)
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+
+    def epoch_row(self) -> dict:
+        return {"train_acc": 100.0 * self.correct / max(1, self.seen)}
+
+    @torch.inference_mode()
+    def evaluate(self, model, rt: Runtime, epoch: int, out_dir: Path) -> dict:
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in self.dev_windows.batches(self.cfg.eval_batch_size, shuffle=False):
+            x, y = to_tensors(x, y, rt.device)
+            with rt.autocast():
+                logits = model(x)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(-1) == y).sum().item()
+            seen += len(y)
+        return {"dev_loss": total_loss / max(1, seen), "dev_acc": 100.0 * correct / max(1, seen)}
+
+    def checkpoint_extra(self) -> dict:
+        return {"data": self.data_cfg.model_dump()}  # decode reads the window padding from here (select copies it)
+
+    def final_metrics(self) -> dict:
+        cfg = self.model_cfg
+        return {"param_limit": cfg.param_limit, "macs_per_frame": cfg.macs_per_frame(),
+                "hidden_widths": cfg.hidden_widths()}
+
+    def oom_message(self, batch) -> str:
+        return f"CUDA out of memory on a batch of {len(batch[0])} frames: lower train.batch_size"
+
+
+def make_task(params: dict, normalized: str, **_) -> FramesTask:
+    normalized = Path(normalized)
+    return FramesTask(MLPConfig(**params["model"]), FrameDataConfig(**params["data"]),
+                      FrameTrainConfig(**params["train"]), FeatureStore.open(normalized / "train"),
+                      FeatureStore.open(normalized / "dev"))

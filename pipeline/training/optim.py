@@ -1,0 +1,87 @@
+"""The optimizer and learning-rate schedule of every family (keys: pipeline/tasks/train_recipe.py).
+
+    warmup (optional)  LinearLR from warmup_start_factor·lr to lr over warmup_epochs, stepped per batch
+    then one of
+      none          constant
+      cosine        CosineAnnealingLR to min_lr over the remaining batches, per batch (a 10-epoch CPU demo wants a
+                    smooth curve, not a staircase)
+      step          StepLR(step_size epochs, gamma), per epoch
+      exponential   ExponentialLR(gamma), per epoch
+      plateau       ReduceLROnPlateau on the family's dev metric in its direction, per evaluated epoch (seed 000
+                    chained LinearLR into it: keep the LR high until learning stalls, then cut it)
+An epoch that ran warmup steps does not also step a per-epoch schedule.
+"""
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LinearLR, ReduceLROnPlateau, StepLR
+
+from pipeline.tasks.train_recipe import SchedulerConfig, TrainConfig
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, momentum=cfg.momentum, nesterov=cfg.nesterov, **kwargs)
+    optimizer = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "adamax": torch.optim.Adamax,
+                 "adagrad": torch.optim.Adagrad}[cfg.optimizer]
+    return optimizer(params, **kwargs)
+
+
+class Schedule:
+    """step_batch() after every optimizer step, step_epoch(dev_metric) after every epoch; one state_dict."""
+
+    def __init__(self, cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                 total_steps: int, mode: str = "min"):
+        self.cfg = cfg
+        total = max(1, total_steps)
+        self.warmup_steps = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+        self.total_steps, self.steps = total, 0
+        self.epoch_warmed = False
+        self.warmup = (LinearLR(optimizer, start_factor=cfg.warmup_start_factor, total_iters=self.warmup_steps)
+                       if self.warmup_steps else None)
+        self.main = None
+        if cfg.name == "cosine":
+            self.main = CosineAnnealingLR(optimizer, T_max=max(1, total - self.warmup_steps), eta_min=cfg.min_lr)
+        elif cfg.name == "step":
+            self.main = StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        elif cfg.name == "exponential":
+            self.main = ExponentialLR(optimizer, gamma=cfg.gamma)
+        elif cfg.name == "plateau":
+            self.main = ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+                                          threshold=cfg.threshold, threshold_mode=cfg.threshold_mode,
+                                          min_lr=cfg.min_lr)
+        if self.warmup is not None and self.main is not None and not isinstance(self.main, ReduceLROnPlateau):
+            # a scheduler built after LinearLR resets the LR to lr: put the warmup's starting LR back
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * cfg.warmup_start_factor
+
+    def step_batch(self) -> None:
+        if self.steps < self.warmup_steps:
+            self.epoch_warmed = True
+            self.warmup.step()
+        elif self.cfg.name == "cosine" and self.steps < self.total_steps:  # past the total, cosine would climb back
+            self.main.step()
+        self.steps += 1
+
+    def step_epoch(self, dev_metric: float | None) -> None:
+        warmed, self.epoch_warmed = self.epoch_warmed, False
+        if warmed or self.cfg.name in ("none", "cosine"):
+            return
+        if self.cfg.name == "plateau":
+            if dev_metric is not None:
+                self.main.step(dev_metric)
+        else:
+            self.main.step()
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "epoch_warmed": self.epoch_warmed,
+                "warmup": self.warmup.state_dict() if self.warmup else None,
+                "main": self.main.state_dict() if self.main else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.epoch_warmed = state["steps"], state["epoch_warmed"]
+        if self.warmup:
+            self.warmup.load_state_dict(state["warmup"])
+        if self.main:
+            self.main.load_state_dict(state["main"])
