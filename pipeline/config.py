@@ -43,17 +43,11 @@ class SubmitConfig(Section):
 
 def section_schemas(family: str) -> dict[str, type[BaseModel]]:
     """The recipe schema of a task family (torch-free, so reading a recipe stays fast): the shared sections, with
-    the family's own (`pipeline/tasks/<family>_recipe.py` SECTIONS) added or replacing them."""
+    the family's own (`pipeline/tasks/<kind>_recipe.py` SECTIONS, e.g. model, train, data) added or replacing them."""
     from pipeline.tasks import recipe_sections
 
-    own = recipe_sections(family)
-    if not own:
-        return {"normalize": NormalizeConfig}  # a family whose recipe is not built yet: data stages only
-    shared = {"normalize": NormalizeConfig, "model": None, "train": None, "select": SelectConfig,
-              "decode": DecodeConfig, "submit": SubmitConfig}
-    merged = {name: own.get(name, schema) for name, schema in shared.items() if own.get(name, schema) is not None}
-    merged.update({name: schema for name, schema in own.items() if name not in shared})  # family-only, e.g. data
-    return merged
+    shared = {"normalize": NormalizeConfig, "select": SelectConfig, "decode": DecodeConfig, "submit": SubmitConfig}
+    return {**shared, **recipe_sections(family)}
 
 
 def recipe_path(family: str, name: str) -> Path:
@@ -109,7 +103,9 @@ def _describe(error: dict, schemas: dict[str, type[BaseModel]]) -> str:
         else:
             hint = ""
         return f"{loc}: unknown key{hint}"
-    return f"{loc}: {error['msg']} (got {error.get('input')!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    return f"{loc}: {message}" if isinstance(given, dict) else f"{loc}: {message} (got {given!r})"
 
 
 def load_recipe(family: str, name: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, dict]:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from pipeline.errors import AsrpipeError
+from pipeline.files import write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 DONE = ".done"
@@ -114,7 +115,7 @@ CODE_EXCLUDED: dict[str, str] = {
     "pipeline.progress": "progress bars: terminal display only",
     "pipeline.kaggle_client": "Kaggle transport (API calls, retries, auth): moves bytes that stages hash and check",
     "pipeline.engine": "orchestration: when a stage runs, not what it computes; a change to keying changes keys "
-                       "anyway, and the helpers stages use (write_json_atomic, sha256_file) do not change content",
+                       "anyway (the file helpers stages use live in pipeline.files, which is in their keys)",
     "pipeline.tasks": "the family -> stages registry (package __init__): stages never call it, and its lazy imports "
                       "of every stage module would put all stages into every stage's key",
 }
@@ -283,30 +284,12 @@ def git_sha() -> str | None:
         return None
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """tmp + fsync + rename: a reader sees the old file or the whole new one, even after a power cut."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def discard(folder: Path) -> None:
     """Remove a stage directory so that no half-deleted state can look complete: rename first, then delete."""
     if folder.exists():
         trash = folder.with_name(f"{folder.name}.trash-{os.getpid()}")
         os.replace(folder, trash)
         shutil.rmtree(trash)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- planning ------------------------------------------------------------------------------------------------

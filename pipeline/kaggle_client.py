@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import AsrpipeError
+from pipeline.files import sha256_file, write_json_atomic
 
 ENDPOINT_ENV = "ASRPIPE_KAGGLE_ENDPOINT"
 TOKEN_URL = "https://www.kaggle.com/settings"          # "API" section: Create New Token
@@ -359,7 +360,7 @@ class Kaggle:
         record = target.with_name(target.name + ".json")
         done = _read_json(record)
         if target.exists() and done and target.stat().st_size == done.get("size"):
-            if _sha256(target) == done.get("sha256"):
+            if sha256_file(target) == done.get("sha256"):
                 self.log(f"{target.name}: complete ({_human(done['size'])}, sha256 {done['sha256'][:12]}…), "
                          f"not downloaded again")
                 return {**done, "skipped": True}
@@ -392,7 +393,7 @@ class Kaggle:
             _part_record(part).unlink(missing_ok=True)
             done = {"slug": slug, "size": size, "sha256": result["sha256"], "resumed": result["resumed"],
                     "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            _write_json(record, done)
+            write_json_atomic(record, done, fsync=False)
             return {**done, "skipped": False}
         raise KaggleError(f"download of {slug}: still incomplete after {self.attempts} attempts; rerun to resume")
 
@@ -427,7 +428,7 @@ class Kaggle:
                 else:
                     have = 0
                 if have == 0:
-                    _write_json(_part_record(part), {"validator": validator, "total": total})
+                    write_json_atomic(_part_record(part), {"validator": validator, "total": total}, fsync=False)
                 digest = _sha256_prefix(part, have)
                 with contextlib.closing(body), open(part, "ab" if have else "wb") as out, _bytes_bar(
                         f"{slug}.zip", total, have, enabled=self.progress) as advance:
@@ -458,16 +459,6 @@ def _read_json(path: Path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    return _sha256_prefix(path, path.stat().st_size).hexdigest()
 
 
 def _sha256_prefix(path: Path, size: int):

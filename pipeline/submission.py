@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.data.kaggle_layout import LABEL_SAMPLE, detect_label_format
 from pipeline.errors import AsrpipeError
+from pipeline.files import atomic_write
 from pipeline.tasks.profiles import Profile
 
 LEDGER_COLUMNS = ["time", "competition", "target", "status", "train_key", "decode_key", "csv_key", "dev_metric",
@@ -125,14 +126,13 @@ def _ledger_lock(submissions_root: Path):
 
 
 def _write_ledger(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, LEDGER_COLUMNS, extrasaction="ignore", restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, LEDGER_COLUMNS, extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write, fsync=True)
 
 
 def _read_header(path: Path) -> list[str] | None:

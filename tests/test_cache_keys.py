@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import engine
 from pipeline.engine import CODE_EXCLUDED, import_closure, stage_code
-from pipeline.tasks import FAMILY_KIND, stages_for
+from pipeline.tasks import FAMILIES, stages_for
 from tests.toy_stages import toy_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def fresh_caches():
 
 
 def all_stage_modules() -> list[str]:
-    return sorted({stage.module for family in FAMILY_KIND for stage in stages_for(family)})
+    return sorted({stage.module for family in FAMILIES for stage in stages_for(family)})
 
 
 # ---- an independent walker: regular expressions over the source text -----------------------------------------
@@ -100,7 +100,7 @@ def test_closure_covers_every_module_the_source_imports(module):
 
 
 def test_every_stage_key_is_its_modules_closure():
-    for family in FAMILY_KIND:
+    for family in FAMILIES:
         for stage in stages_for(family):
             code = stage_code(stage)
             assert sorted(code) == import_closure(stage.module)

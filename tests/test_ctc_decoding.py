@@ -19,7 +19,7 @@ from pipeline.decoding.ctc import (
     prefix_beam_search_nbest,
 )
 from pipeline.decoding.ctc_synthetic import synthetic_ctc_batch
-from pipeline.decoding.metrics import accuracy, cer, levenshtein_mean
+from pipeline.decoding.metrics import cer, levenshtein_mean
 
 A, B_, C_ = 1, 2, 3  # token ids; blank is 0
 
@@ -278,8 +278,3 @@ def test_levenshtein_mean():
 
 def test_cer_is_total_edits_over_total_reference_characters():
     assert cer(["abcd", "ef"], ["abxd", ""]) == pytest.approx(100 * 3 / 6)
-
-
-def test_frame_accuracy():
-    assert accuracy([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
-    assert accuracy(torch.tensor([5, 5]), torch.tensor([5, 6])) == 0.5

@@ -13,7 +13,7 @@ from pipeline.config import load_recipe
 from pipeline.decoding.batches import length_batches, model_device, pad_batch, scatter
 from pipeline.device import DeviceError, resolve_device
 from pipeline.engine import Pipeline
-from pipeline.models.ctc_rnn import CTCRNNConfig, build_model
+from pipeline.models.ctc_rnn import CTCRNN, CTCRNNConfig
 from pipeline.tasks import stages_for
 from pipeline.training.checkpoints import load_model, model_checkpoint
 from tests.kaggle_replica import make_replica
@@ -85,7 +85,7 @@ def test_device_choice(no_cuda):
 @pytest.mark.parametrize("device", ["meta", "cpu"])
 def test_load_model_places_parameters_on_the_device(tmp_path, device):
     cfg = CTCRNNConfig(**TINY_MODEL)
-    torch.save(model_checkpoint(build_model(cfg), cfg, 1, {}, "ctc_rnn"), tmp_path / "model.pt")
+    torch.save(model_checkpoint(CTCRNN(cfg), cfg, 1, {}, "ctc_rnn"), tmp_path / "model.pt")
     model = load_model(tmp_path / "model.pt", device)
     assert not model.training
     assert {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()} == {device}
@@ -99,7 +99,7 @@ def test_log_probs_in_store_order_match_one_utterance_at_a_time(tmp_path):
 
     store = make_synthetic_store(tmp_path / "dev", 9, seed=4, partition="dev")
     torch.manual_seed(0)
-    model = build_model(CTCRNNConfig(**TINY_MODEL)).eval()
+    model = CTCRNN(CTCRNNConfig(**TINY_MODEL)).eval()
     batched = compute_log_probs(model, store, 4, "log-probs")
     assert len(set(int(n) for n in store.lengths)) > 1
     with torch.inference_mode():

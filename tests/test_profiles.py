@@ -33,6 +33,22 @@ def test_every_family_has_the_full_pipeline_and_a_tiny_recipe(family):
     assert (CONFIG_DIR / family / "tiny.yaml").exists()
 
 
+@pytest.mark.parametrize("family", ["hw1p2", "hw3p2", "hw4p2"])
+def test_the_family_table_names_modules_that_exist(family):
+    import importlib
+
+    from pipeline.models import ARCHS
+    from pipeline.tasks import FAMILIES
+
+    entry = FAMILIES[family]
+    assert entry.name == family and set(entry.archs) <= set(ARCHS)
+    for arch in entry.archs:
+        assert hasattr(importlib.import_module(ARCHS[arch]), "build_from_dict")
+    assert hasattr(importlib.import_module(f"pipeline.training.{entry.kind}"), "make_task")
+    assert {"model", "train"} <= set(entry.recipe_sections())
+    assert {p.family for p in PROFILES.values()} == set(FAMILIES)
+
+
 def replica_pipeline(tmp_path, profile) -> Pipeline:
     return Pipeline(profile, load_recipe(profile.family, "tiny"), stages_for(profile.family),
                     artifacts_root=tmp_path / "artifacts", submissions_root=tmp_path / "submissions",

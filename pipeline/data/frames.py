@@ -11,6 +11,8 @@ A window for frame i is frames i-c … i+c flattened, (2c+1)·F values. Padding:
 """
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Iterator, Literal
 
 import numpy as np
@@ -76,3 +78,23 @@ class FrameWindows:
             if shuffle:
                 frames = np.sort(frames)  # ascending reads are kinder to the page cache; order within a batch is moot
             yield self.gather(frames), (self.labels(frames) if with_labels else None)
+
+
+def prefetched(batches, enabled: bool, depth: int = 3):
+    """Gather the next batches in a thread while the GPU works (numpy's fancy-index copy releases the GIL)."""
+    if not enabled:
+        yield from batches
+        return
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fill() -> None:
+        try:
+            for item in batches:
+                box.put(item)
+        finally:
+            box.put(done)
+
+    threading.Thread(target=fill, daemon=True).start()
+    while (item := box.get()) is not done:
+        yield item

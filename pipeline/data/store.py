@@ -14,7 +14,6 @@ label_kind: "sequence" (hw3p2 phoneme indices, hw4p2 character indices) or "fram
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -22,23 +21,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pipeline.errors import AsrpipeError
+from pipeline.files import atomic_write, save_npy_atomic, write_text_atomic
 
 
 class StoreError(AsrpipeError, ValueError):
     """A store on disk that does not match its own description (one line, names the file)."""
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -137,24 +124,26 @@ class FeatureStore:
         lengths = np.asarray(lengths, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         dim = int(meta["dim"])
-        tmp = path / "features.npy.tmp"
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(offsets[-1]), dim))
-        for i, f in enumerate(features):
-            if len(f) != lengths[i]:
-                raise StoreError(f"{ids[i]}: {len(f)} frames, expected {lengths[i]}")
-            array[offsets[i] : offsets[i + 1]] = f
-        array.flush()
-        del array
-        os.replace(tmp, path / "features.npy")
-        atomic_save_npy(path / "offsets.npy", offsets)
+
+        def stream(tmp: Path) -> None:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(offsets[-1]), dim))
+            for i, f in enumerate(features):
+                if len(f) != lengths[i]:
+                    raise StoreError(f"{ids[i]}: {len(f)} frames, expected {lengths[i]}")
+                array[offsets[i] : offsets[i + 1]] = f
+            array.flush()
+            del array
+
+        atomic_write(path / "features.npy", stream)
+        save_npy_atomic(path / "offsets.npy", offsets)
         if labels is not None:
             labs = [np.asarray(y, dtype=np.int64) for y in labels]
             label_offsets = np.concatenate([[0], np.cumsum([len(y) for y in labs])]).astype(np.int64)
             flat = np.concatenate(labs) if labs else np.zeros(0, dtype=np.int64)
-            atomic_save_npy(path / "labels.npy", flat)
-            atomic_save_npy(path / "label_offsets.npy", label_offsets)
-        atomic_write_text(path / "ids.json", json.dumps(list(ids)))
-        atomic_write_text(path / "meta.json", json.dumps(meta, indent=1))
+            save_npy_atomic(path / "labels.npy", flat)
+            save_npy_atomic(path / "label_offsets.npy", label_offsets)
+        write_text_atomic(path / "ids.json", json.dumps(list(ids)))
+        write_text_atomic(path / "meta.json", json.dumps(meta, indent=1))
         return FeatureStore.open(path)
 
 

@@ -16,6 +16,11 @@ import torch
 import torch.nn.functional as F
 
 
+def to_text(tokens, symbols: list[str]) -> str:
+    """Token indices → the transcript (indices past the profile's symbols, e.g. an appended pad, are dropped)."""
+    return "".join(symbols[t] for t in tokens if t < len(symbols))
+
+
 def allowed_tokens(cfg, device=None) -> torch.Tensor:
     """(V,) bool: what the decoder may emit."""
     allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=device)

@@ -5,10 +5,11 @@ so each row shows where one true phoneme's frames went.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.files import atomic_write
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -53,6 +54,4 @@ def plot_confusion(confusion: np.ndarray, symbols: list[str], path: Path, title:
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true phoneme's frames")
     figure.tight_layout()
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
-    figure.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))

@@ -1,10 +1,9 @@
-"""Transcript and frame metrics: mean Levenshtein distance (the 11-785 Kaggle metric), CER, frame accuracy."""
+"""Transcript metrics: mean Levenshtein distance (the 11-785 Kaggle metric) and CER (frame accuracy: frame_report)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import Levenshtein
-import numpy as np
 
 
 def _check_pairs(refs: Sequence, hyps: Sequence) -> None:
@@ -29,13 +28,6 @@ def cer(refs: list[str], hyps: list[str]) -> float:
     return 100.0 * sum(Levenshtein.distance(ref, hyp) for ref, hyp in zip(refs, hyps)) / total_chars
 
 
-def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
-    """Fraction of frames whose predicted label equals the reference label (hw1p2), in 0..1.
-
-    Takes lists, numpy arrays or CPU tensors of equal length.
-    """
-    labels, predictions = np.asarray(labels).ravel(), np.asarray(predictions).ravel()
-    _check_pairs(labels, predictions)
-    if labels.size == 0:
-        raise ValueError("accuracy is undefined for zero frames")
-    return float((labels == predictions).mean())
+def score(metric: str, refs: list[str], hyps: list[str]) -> float:
+    """A profile's transcript metric by name: "cer" or "levenshtein" (both lower is better)."""
+    return cer(refs, hyps) if metric == "cer" else levenshtein_mean(refs, hyps)

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.tasks.hw3p2_recipe import CTCRNNConfig
+from pipeline.tasks.ctc_recipe import CTCRNNConfig
 
 
 def strided_length(lengths: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
@@ -136,14 +136,6 @@ class CTCRNN(nn.Module):
         return logits.log_softmax(dim=-1), lengths
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def build_model(cfg: CTCRNNConfig) -> CTCRNN:
-    return CTCRNN(cfg)
-
-
 def build_from_dict(config: dict) -> CTCRNN:
-    """The model a checkpoint describes (checkpoints.load_model dispatches here for model_family "ctc_rnn")."""
+    """The model a checkpoint describes (checkpoints.load_model, model_arch "ctc_rnn")."""
     return CTCRNN(CTCRNNConfig(**config))

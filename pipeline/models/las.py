@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.tasks.hw4p2_recipe import LASConfig
+from pipeline.tasks.seq2seq_recipe import LASConfig
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -176,7 +176,7 @@ class Speller(nn.Module):
 
 
 class LAS(nn.Module):
-    family = "las"
+    arch = "las"
 
     def __init__(self, cfg: LASConfig):
         super().__init__()
@@ -241,10 +241,6 @@ class LAS(nn.Module):
         if "ctc_log_probs" in memory:
             out["ctc_log_probs"] = memory["ctc_log_probs"]
         return out
-
-
-def build_model(cfg: LASConfig) -> LAS:
-    return LAS(cfg)
 
 
 def build_from_dict(config: dict) -> LAS:

@@ -3,7 +3,7 @@
     x (B, (2c+1)·F) → [Linear → BatchNorm? → activation → Dropout?] × num_layers → Linear → logits (B, classes)
 
 The hidden widths, where BatchNorm and dropout go, and the parameter count all come from MLPConfig
-(pipeline/tasks/hw1p2_recipe.py), so the planner's count and the built model agree by construction.
+(pipeline/tasks/frames_recipe.py), so the planner's count and the built model agree by construction.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from pipeline.tasks.hw1p2_recipe import MLPConfig
+from pipeline.tasks.frames_recipe import MLPConfig
 
 
 def activation(cfg: MLPConfig) -> nn.Module:
@@ -68,10 +68,6 @@ def initialize(model: nn.Module, cfg: MLPConfig) -> None:
         nn.init.zeros_(module.bias)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def build_from_dict(config: dict) -> FrameMLP:
-    """The model a checkpoint describes (checkpoints.load_model dispatches here for model_family "mlp")."""
+    """The model a checkpoint describes (checkpoints.load_model, model_arch "mlp")."""
     return FrameMLP(MLPConfig(**config))

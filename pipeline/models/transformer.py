@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.tasks.hw4p2_recipe import TransformerConfig
+from pipeline.tasks.seq2seq_recipe import TransformerConfig
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -84,7 +84,7 @@ class DecoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    family = "transformer"
+    arch = "transformer"
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -151,10 +151,6 @@ class Transformer(nn.Module):
         if self.ctc is not None:
             out["ctc_log_probs"] = F.log_softmax(self.ctc(memory["memory"]).float(), dim=-1)
         return out
-
-
-def build_model(cfg: TransformerConfig) -> Transformer:
-    return Transformer(cfg)
 
 
 def build_from_dict(config: dict) -> Transformer:

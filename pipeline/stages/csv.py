@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from pipeline.data.kaggle_layout import read_test_order
-from pipeline.engine import EngineError, Stage, StageRun, sha256_file
+from pipeline.engine import EngineError, Stage, StageRun
+from pipeline.files import sha256_file
 from pipeline.submission import validate_submission
 from pipeline.tasks.profiles import Profile
 

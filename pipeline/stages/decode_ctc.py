@@ -6,11 +6,11 @@ Levenshtein side by side in the manifest. Outputs: `test_hypotheses.json`, `dev_
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-from pipeline.engine import EngineError, Stage, StageRun, write_json_atomic
+from pipeline.engine import EngineError, Stage, StageRun
+from pipeline.files import torch_save_atomic, write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -69,10 +69,8 @@ def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: in
             except (OSError, RuntimeError, EOFError):
                 pass
             model = model or load_model(model_path, device)
-            tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
             result[name] = compute_log_probs(model, store, batch_size, f"log-probs {name}")
-            torch.save(result[name], tmp)
-            os.replace(tmp, path)
+            torch_save_atomic(result[name], path)
             if computed is not None:
                 computed.append(name)
     return result

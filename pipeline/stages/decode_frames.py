@@ -13,12 +13,12 @@ majority-class baseline and per-phoneme accuracy.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.engine import EngineError, Stage, StageRun, write_json_atomic
+from pipeline.engine import EngineError, Stage, StageRun
+from pipeline.files import save_npy_atomic, write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -55,7 +55,6 @@ def posteriors(checkpoint: Path, stores: dict, batch_size: int, device=None) -> 
     from pipeline.training.checkpoints import load_checkpoint, load_model
 
     saved = load_checkpoint(checkpoint)
-    saved.setdefault("model_family", "mlp")
     device = resolve_device(None) if device is None else torch.device(device)
     model = load_model(saved, device)
     padding = (saved.get("data") or {}).get("padding", "utterance")
@@ -83,13 +82,6 @@ def averaged_posteriors(members: list[Path], stores: dict, batch_size: int, devi
     return {name: probs / len(members) for name, probs in total.items()}
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
-
-
 def run(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
     from pipeline.decoding.frame_report import (accuracy, confusion_matrix, majority_baseline, per_class_accuracy,
@@ -112,13 +104,13 @@ def run(run: StageRun) -> dict:
     majority, majority_acc = majority_baseline(FeatureStore.open(normalized / "train").labels_array, dev_truth,
                                                len(symbols))
     dev_acc = accuracy(confusion)
-    save_npy(run.out / "dev_confusion.npy", confusion)
+    save_npy_atomic(run.out / "dev_confusion.npy", confusion)
     plot_confusion(confusion, symbols, run.out / "dev_confusion.png",
                    f"{run.profile.name} dev: {dev_acc:.2f}% frame accuracy ({len(members)} model(s))")
     write_json_atomic(run.out / "dev_results.json", {
         "accuracy": dev_acc, "majority_class": symbols[majority], "majority_accuracy": majority_acc,
         "per_phoneme_accuracy": per_phoneme, "symbols": symbols, "confusion": confusion.tolist()})
-    save_npy(run.out / "test_frames.npy", test_predicted)
+    save_npy_atomic(run.out / "test_frames.npy", test_predicted)
     write_json_atomic(run.out / "test_hypotheses.json", {"ids": stores["test"].ids, "frames_file": "test_frames.npy",
                                                          "frames": len(test_predicted)})
     run.log(f"dev frame accuracy {dev_acc:.2f}% (majority class {symbols[majority]}: {majority_acc:.2f}%), "

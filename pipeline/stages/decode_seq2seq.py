@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from pipeline.engine import Stage, StageRun, write_json_atomic
+from pipeline.engine import Stage, StageRun
+from pipeline.files import write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -54,7 +55,8 @@ def decode_dev_and_test(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
     from pipeline.device import resolve_device
     from pipeline.training.checkpoints import load_model
-    from pipeline.training.seq2seq import score, to_text
+    from pipeline.decoding.attention_search import to_text
+    from pipeline.decoding.metrics import score
 
     device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir

@@ -15,7 +15,8 @@ import zipfile
 from pathlib import Path
 
 from pipeline.data.kaggle_layout import DataError, describe, detect_layout, differences, list_partition, read_test_order
-from pipeline.engine import Stage, StageRun, sha256_file
+from pipeline.engine import Stage, StageRun
+from pipeline.files import atomic_write, sha256_file, write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -57,13 +58,13 @@ def fetch_from_kaggle(run: StageRun) -> dict:
 
 
 def copy_verified(source: Path, target: Path, expected_sha256: str) -> None:
-    tmp = target.with_name(target.name + ".part")
-    shutil.copyfile(source, tmp)
-    actual = sha256_file(tmp)
-    if actual != expected_sha256:
-        tmp.unlink()
-        raise DataError(f"{source}: sha256 {actual[:12]}… differs from the expected {expected_sha256[:12]}…")
-    os.replace(tmp, target)
+    def copy(tmp: Path) -> None:
+        shutil.copyfile(source, tmp)
+        actual = sha256_file(tmp)
+        if actual != expected_sha256:
+            raise DataError(f"{source}: sha256 {actual[:12]}… differs from the expected {expected_sha256[:12]}…")
+
+    atomic_write(target, copy)
 
 
 def unzip_atomically(archive: Path, target: Path) -> None:
@@ -113,9 +114,7 @@ def with_local_data(profile: Profile, data: Path | str | None, artifacts_root: P
     if data.is_file() and not zipfile.is_zipfile(data):
         raise DataError(f"--data {data}: not a zip archive (expected the competition zip or an unpacked folder)")
     remembered.parent.mkdir(parents=True, exist_ok=True)
-    tmp = remembered.with_name(remembered.name + ".tmp")
-    tmp.write_text(json.dumps({"path": str(data)}) + "\n")
-    os.replace(tmp, remembered)
+    write_json_atomic(remembered, {"path": str(data)}, indent=None, fsync=False)
     return dataclasses.replace(profile, local_data=data)
 
 

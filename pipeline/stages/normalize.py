@@ -16,18 +16,19 @@ import numpy as np
 from pipeline.data.kaggle_layout import DataError, Partition, encode, feature_length, find_data_root, list_partition, \
     read_features, read_test_order, read_transcript, symbol_index
 from pipeline.data.store import FeatureStore
-from pipeline.engine import Stage, StageRun, sha256_file
+from pipeline.engine import Stage, StageRun
+from pipeline.files import sha256_file
 from pipeline.progress import track
+from pipeline.tasks import FAMILIES
 from pipeline.tasks.profiles import Profile
 
 EPS = 1e-8
-LABEL_KIND = {"hw1p2": "frame", "hw3p2": "sequence", "hw4p2": "sequence"}
 STORE_NAMES = ("train", "dev", "test")
 
 
 def params(profile: Profile, recipe: dict) -> dict:
     return {**recipe["normalize"], "dim": profile.feature_dim, "symbols": list(profile.symbols),
-            "label_kind": LABEL_KIND[profile.family], "markers": list(profile.markers) if profile.markers else None,
+            "label_kind": FAMILIES[profile.family].label_kind, "markers": list(profile.markers) if profile.markers else None,
             "feature_dir": profile.feature_dir, "transcript_dir": profile.transcript_dir,
             "layout": profile.feature_layout, "test_order": profile.test_order}
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.engine import EngineError, Stage, StageRun, write_json_atomic
+from pipeline.engine import EngineError, Stage, StageRun
+from pipeline.files import torch_save_atomic, write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
@@ -47,7 +48,7 @@ def choose(checkpoints: Path, method: str, n: int) -> list[dict]:
 
 
 def run(run: StageRun) -> dict:
-    from pipeline.training.checkpoints import atomic_torch_save, load_checkpoint
+    from pipeline.training.checkpoints import load_checkpoint
 
     checkpoints = run.inputs["train"].dir / "checkpoints"
     entries = choose(checkpoints, run.params["method"], run.params["n"])
@@ -57,7 +58,7 @@ def run(run: StageRun) -> dict:
     model["selected_from"] = [e["file"] for e in entries]
     record = run.inputs["train"].dir / "normalization.json"
     model["normalization"] = json.loads(record.read_text()) if record.exists() else None
-    atomic_torch_save(model, run.out / "model.pt")
+    torch_save_atomic(model, run.out / "model.pt")
     write_json_atomic(run.out / "sources.json", entries)
     run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}")
     metric = json.loads((checkpoints / "index.json").read_text()).get("metric", "dev_lev")

@@ -12,12 +12,12 @@ row instead of failing or submitting again.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
-from pipeline.engine import Stage, StageRun, git_sha, sha256_file, write_json_atomic
+from pipeline.engine import Stage, StageRun, git_sha
+from pipeline.files import atomic_write, sha256_file, write_json_atomic
 from pipeline.submission import (SubmissionError, append_ledger, find_submitted, judge_locally, update_ledger,
                                  validate_submission)
 from pipeline.tasks.profiles import Profile
@@ -188,13 +188,14 @@ def refresh_pending(profile: Profile, found: list[dict], submissions_root: Path)
 def write_rows_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
     """A listing (submissions, leaderboard) saved next to the ledger, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(path, write)
 
 
 STAGE = Stage(name="submit", upstream=("download", "csv"), params=params, label=label, run=run)

@@ -8,7 +8,7 @@ by dev accuracy, index.json), `history.json`, `metrics.json`, `normalization.jso
 from __future__ import annotations
 
 from pipeline.engine import Stage, StageRun
-from pipeline.tasks.hw1p2_recipe import resolve_model
+from pipeline.tasks.frames_recipe import resolve_model
 from pipeline.tasks.profiles import Profile
 from pipeline.tasks.train_recipe import budget_label
 

@@ -1,4 +1,4 @@
-"""train (hw4p2, attention): fit LAS or the Transformer (recipe `model.family`) on the normalized train store,
+"""train (hw4p2, attention): fit LAS or the Transformer (recipe `model.arch`) on the normalized train store,
 evaluating greedy dev distance every epoch.
 
 Resumable: an interrupted run continues from `checkpoints/last.pt` in the same directory; `--nproc N` trains with N
@@ -8,7 +8,7 @@ maps of a few dev utterances per evaluated epoch), `history.json`, `metrics.json
 from __future__ import annotations
 
 from pipeline.engine import Stage, StageRun
-from pipeline.tasks.hw4p2_recipe import output_symbols, special_tokens
+from pipeline.tasks.seq2seq_recipe import output_symbols, special_tokens
 from pipeline.tasks.profiles import Profile
 from pipeline.tasks.train_recipe import budget_label
 
@@ -22,7 +22,7 @@ def params(profile: Profile, recipe: dict) -> dict:
 
 def label(params: dict) -> str:
     m, t = params["model"], params["train"]
-    if m["family"] == "las":
+    if m["arch"] == "las":
         shape = f"las{m['listener_hidden']}-p{m['pblstm_layers']}-h{m['attention_heads']}-sp{m['speller_hidden']}"
     else:
         shape = f"tf{m['d_model']}-e{m['encoder_layers']}d{m['decoder_layers']}-ctc{t['ctc_weight']:g}"

@@ -1,39 +1,50 @@
-"""Task families: which stages make up a family's pipeline, and where its recipe schema lives.
+"""The task families: one table says, per family, what it is made of.
 
-Every family shares download → normalize → … → select → … → csv → submit; the model-specific stages are
-`pipeline/stages/train_<kind>.py` and `decode_<kind>.py` (each defines a STAGE named "train" / "decode"), and the
-recipe schema is `pipeline/tasks/<family>_recipe.py` (torch-free; its SECTIONS dict adds/replaces recipe sections).
+    family  kind     labels    archs (pipeline/models/)   made of
+    hw1p2   frames   frame     mlp                        stages/train_frames.py, decode_frames.py,
+                                                          tasks/frames_recipe.py, training/frames.py
+    hw3p2   ctc      sequence  ctc_rnn                    … train_ctc, decode_ctc, ctc_recipe, training/ctc.py
+    hw4p2   seq2seq  sequence  las, transformer           … train_seq2seq, decode_seq2seq, seq2seq_recipe, …
+
+Every family shares download → normalize → train → select → decode → csv → submit; the `kind` names its own
+modules, so one name means one idea across folders. A recipe schema's SECTIONS add to or replace the shared
+sections of pipeline/config.py.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
-FAMILY_KIND = {"hw1p2": "frames", "hw3p2": "ctc", "hw4p2": "seq2seq"}
+
+@dataclass(frozen=True)
+class Family:
+    name: str                 # the profiles' family: hw1p2, hw3p2, hw4p2
+    kind: str                 # frames | ctc | seq2seq
+    label_kind: str           # what normalize stores: a class per frame, or a symbol sequence per utterance
+    archs: tuple[str, ...]    # model files it trains (pipeline/models/<arch>.py; keys of pipeline.models.ARCHS)
+
+    def stages(self) -> list:
+        from pipeline.stages import csv, download, normalize, select, submit
+
+        train, decode = (importlib.import_module(f"pipeline.stages.{stage}_{self.kind}").STAGE
+                         for stage in ("train", "decode"))
+        return [download.STAGE, normalize.STAGE, train, select.STAGE, decode, csv.STAGE, submit.STAGE]
+
+    def recipe_sections(self) -> dict:
+        return dict(importlib.import_module(f"pipeline.tasks.{self.kind}_recipe").SECTIONS)
 
 
-def _module_exists(name: str) -> bool:
-    from pipeline.engine import _module_file
-    from pipeline.errors import AsrpipeError
-
-    try:
-        _module_file(name)
-        return True
-    except AsrpipeError:
-        return False
+FAMILIES = {f.name: f for f in (
+    Family("hw1p2", "frames", "frame", ("mlp",)),
+    Family("hw3p2", "ctc", "sequence", ("ctc_rnn",)),
+    Family("hw4p2", "seq2seq", "sequence", ("las", "transformer")),
+)}
 
 
 def stages_for(family: str) -> list:
-    from pipeline.stages import csv, download, normalize, select, submit
-
-    kind = FAMILY_KIND.get(family)
-    modules = [f"pipeline.stages.train_{kind}", f"pipeline.stages.decode_{kind}"]
-    if kind is None or not all(_module_exists(m) for m in modules):
-        return [download.STAGE, normalize.STAGE]  # a family whose recipe is not built yet: data stages only
-    train, decode = (importlib.import_module(m).STAGE for m in modules)
-    return [download.STAGE, normalize.STAGE, train, select.STAGE, decode, csv.STAGE, submit.STAGE]
+    return FAMILIES[family].stages()
 
 
 def recipe_sections(family: str) -> dict:
-    """The family's own recipe sections (model, train, and optionally decode/select overrides)."""
-    name = f"pipeline.tasks.{family}_recipe"
-    return dict(importlib.import_module(name).SECTIONS) if _module_exists(name) else {}
+    """The family's own recipe sections (model, train, and optionally data/decode/select overrides)."""
+    return FAMILIES[family].recipe_sections()

@@ -2,10 +2,11 @@
 learn — a clean, roughly diagonal map means the speller has found the alignment."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.files import atomic_write
 
 
 def plot_attention(weights, path: Path, title: str, output_labels: list[str] | None = None) -> Path:
@@ -31,8 +32,29 @@ def plot_attention(weights, path: Path, title: str, output_labels: list[str] | N
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return path
+
+
+def plot_dev_attention(model, store, count: int, out_dir: Path, epoch: int, symbols: list[str],
+                       max_length: int) -> list[Path]:
+    """out_dir/attention/epochNNN-<utterance>.png for the first `count` dev utterances (greedy decoding, one at a
+    time: no padding), on the model's device."""
+    import torch
+
+    from pipeline.decoding.attention_search import greedy_search, to_text
+
+    device = next(model.parameters()).device
+    paths = []
+    for i in range(min(count, len(store))):
+        x = torch.from_numpy(np.array(store.features(i), dtype=np.float32))[None].to(device)
+        hypotheses, maps = greedy_search(model, x, torch.tensor([x.shape[1]], device=device), max_length,
+                                         with_attention=True)
+        text = to_text(hypotheses[0], symbols)
+        labels = list(text) + ["<eos>"] if len(maps[0]) == len(text) + 1 else None
+        paths.append(plot_attention(maps[0].numpy(), out_dir / "attention" / f"epoch{epoch:03d}-{store.ids[i]}.png",
+                                    f"epoch {epoch}  {store.ids[i]}\n{text[:90]}", labels))
+    return paths

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import importlib
@@ -20,34 +19,22 @@ import numpy as np
 import torch
 
 from pipeline.errors import AsrpipeError
+from pipeline.files import torch_save_atomic, write_json_atomic
+from pipeline.models import ARCHS
 
 METRIC = "dev_lev"
 
-# checkpoint["model_family"] → "module:function" building the model from checkpoint["model_config"] (a dict).
-MODEL_BUILDERS = {
-    "ctc_rnn": "pipeline.models.ctc_rnn:build_from_dict",
-    "mlp": "pipeline.models.mlp:build_from_dict",
-    "las": "pipeline.models.las:build_from_dict",
-    "transformer": "pipeline.models.transformer:build_from_dict",
-}
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def atomic_write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """The training run's JSON records (history.json, checkpoints/index.json, metrics.json): indent 1, no newline."""
+    write_json_atomic(path, data, indent=1, newline=False, fsync=False)
 
 
 def model_checkpoint(model: torch.nn.Module, model_cfg, epoch: int, metrics: dict, arch: str, **extra) -> dict:
     """What a checkpoint holds: enough to rebuild the model (pipeline/models/<arch>.py) and what it scored."""
     return {
-        "model_family": arch,
+        "model_arch": arch,
         "model_config": model_cfg.model_dump(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "epoch": epoch,
@@ -105,7 +92,7 @@ def save_last(checkpoint: dict, out_dir: Path, history: list, train_cfg, optimiz
     last = dict(checkpoint)
     last.update(train_config=train_cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                 scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id, **extra)
-    atomic_torch_save(last, Path(out_dir) / "checkpoints" / "last.pt")
+    torch_save_atomic(last, Path(out_dir) / "checkpoints" / "last.pt")
     atomic_write_json(Path(out_dir) / "history.json", history)
 
 
@@ -114,11 +101,10 @@ def load_model(checkpoint_path: str | Path | dict, device: str | torch.device | 
     returned in eval mode on `device` (default CPU; resolve a user's choice with pipeline.device.resolve_device)."""
     ckpt = checkpoint_path if isinstance(checkpoint_path, dict) else load_checkpoint(checkpoint_path)
     where = "checkpoint" if isinstance(checkpoint_path, dict) else checkpoint_path
-    family = ckpt.get("model_family", "ctc_rnn")
-    if family not in MODEL_BUILDERS:
-        raise ValueError(f"{where}: unknown model_family {family!r} (known: {', '.join(MODEL_BUILDERS)})")
-    module, _, function = MODEL_BUILDERS[family].partition(":")
-    model = getattr(importlib.import_module(module), function)(ckpt["model_config"])
+    arch = ckpt.get("model_arch")
+    if arch not in ARCHS:
+        raise CheckpointError(f"{where}: unknown model_arch {arch!r} (known: {', '.join(ARCHS)})")
+    model = importlib.import_module(ARCHS[arch]).build_from_dict(ckpt["model_config"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(torch.device(device) if device is not None else "cpu").eval()
 
@@ -158,7 +144,7 @@ class TopKKeeper:
         if not in_top_k and self.keep_last <= 0:
             return None
         name = f"epoch{epoch:03d}-{self.tag}{value:.2f}.pt" if value is not None else f"epoch{epoch:03d}.pt"
-        atomic_torch_save(checkpoint, self.directory / name)
+        torch_save_atomic(checkpoint, self.directory / name)
         entry = {"file": name, "epoch": epoch, self.metric: value}
         if in_top_k:
             self.entries = sorted(self.entries + [entry], key=self._rank)[: self.k]

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from pipeline.data.store import FeatureStore, open_store
 from pipeline.decoding.ctc_greedy import greedy_decode
 from pipeline.decoding.metrics import levenshtein_mean
-from pipeline.tasks.hw3p2_recipe import CTCRNNConfig, CTCTrainConfig
+from pipeline.tasks.ctc_recipe import CTCRNNConfig, CTCTrainConfig
 from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches
-from pipeline.training.loop import Runtime, TrainingError, TrainTask
+from pipeline.training.loop import Runtime, TrainTask, check_store
 from pipeline.training.specaugment import spec_augment
 
 BLANK = 0
@@ -33,15 +33,6 @@ def as_string(indices) -> str:
     return "".join(chr(0x100 + int(i)) for i in indices)
 
 
-def check_compatible(model_cfg: CTCRNNConfig, store: FeatureStore) -> None:
-    if store.dim != model_cfg.input_dim:
-        raise TrainingError(f"{store.path}: features have dim {store.dim}, model input_dim is {model_cfg.input_dim}")
-    if len(store.symbols) != model_cfg.num_classes:
-        raise TrainingError(f"{store.path}: {len(store.symbols)} symbols, model num_classes is {model_cfg.num_classes}")
-    if not store.has_labels:
-        raise TrainingError(f"{store.path}: partition {store.meta.get('partition')!r} has no labels to train on")
-
-
 class CTCTask(TrainTask):
     arch, metric, direction, tag = "ctc_rnn", "dev_lev", "min", "lev"
 
@@ -49,13 +40,13 @@ class CTCTask(TrainTask):
         super().__init__(model_cfg, cfg)
         self.train_store, self.dev_store = open_store(train_store), open_store(dev_store)
         for store in (self.train_store, self.dev_store):
-            check_compatible(model_cfg, store)
+            check_store(store, model_cfg.input_dim, model_cfg.num_classes)
         self.plans: dict[int, list] = {}
 
     def build_model(self):
-        from pipeline.models.ctc_rnn import build_model
+        from pipeline.models.ctc_rnn import CTCRNN
 
-        return build_model(self.model_cfg)
+        return CTCRNN(self.model_cfg)
 
     def describe(self, n_params: int) -> str:
         return f"{n_params:,} parameters, {len(self.train_store)} train / {len(self.dev_store)} dev utterances"

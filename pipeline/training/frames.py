@@ -6,48 +6,17 @@ cross-entropy with label smoothing, freq/time masking on each window, dev frame 
 from __future__ import annotations
 
 import math
-import queue
-import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.frames import FrameWindows
+from pipeline.data.frames import FrameWindows, prefetched
 from pipeline.data.store import FeatureStore, open_store
-from pipeline.tasks.hw1p2_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
-from pipeline.training.loop import Runtime, TrainingError, TrainTask
+from pipeline.tasks.frames_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
+from pipeline.training.loop import Runtime, TrainTask, check_store
 from pipeline.training.specaugment import spec_augment
-
-
-def check_compatible(cfg: MLPConfig, store: FeatureStore) -> None:
-    if store.dim != cfg.input_dim:
-        raise TrainingError(f"{store.path}: features have dim {store.dim}, model input_dim is {cfg.input_dim}")
-    if len(store.symbols) != cfg.num_classes:
-        raise TrainingError(f"{store.path}: {len(store.symbols)} symbols, model num_classes is {cfg.num_classes}")
-    if not store.has_labels or store.meta.get("label_kind") != "frame":
-        raise TrainingError(f"{store.path}: partition {store.meta.get('partition')!r} has no frame labels")
-
-
-def prefetched(batches, enabled: bool, depth: int = 3):
-    """Gather the next batches in a thread while the GPU works (numpy's fancy-index copy releases the GIL)."""
-    if not enabled:
-        yield from batches
-        return
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def fill() -> None:
-        try:
-            for item in batches:
-                box.put(item)
-        finally:
-            box.put(done)
-
-    threading.Thread(target=fill, daemon=True).start()
-    while (item := box.get()) is not done:
-        yield item
 
 
 def to_tensors(x: np.ndarray, y: np.ndarray | None, device: torch.device):
@@ -77,7 +46,7 @@ class FramesTask(TrainTask):
         self.data_cfg = data_cfg
         train_store, dev_store = open_store(train_store), open_store(dev_store)
         for store in (train_store, dev_store):
-            check_compatible(model_cfg, store)
+            check_store(store, model_cfg.input_dim, model_cfg.num_classes, label_kind="frame")
         self.train_windows = FrameWindows(train_store, model_cfg.context, data_cfg.padding)
         self.dev_windows = FrameWindows(dev_store, model_cfg.context, data_cfg.padding)
         self.frames_per_epoch = max(1, round(len(self.train_windows) * data_cfg.subset))  # as order() draws them

@@ -70,7 +70,7 @@ def run_job(job_path: str) -> dict:
 
 def train_stage(run, factory: str, **task_args) -> dict:
     """A train stage's run(): record the normalization the model expects, then train on the normalize output."""
-    from pipeline.engine import write_json_atomic
+    from pipeline.files import write_json_atomic
 
     normalize = run.inputs["normalize"]
     write_json_atomic(run.out / "normalization.json", normalization_record(normalize))

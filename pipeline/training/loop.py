@@ -95,6 +95,17 @@ class Runtime:
         return cls(device, rank, world, amp)
 
 
+def check_store(store, dim: int, num_classes: int | None = None, label_kind: str = "sequence") -> None:
+    """A store a task trains or evaluates on: the model's input width, its classes, labels of the right kind."""
+    if store.dim != dim:
+        raise TrainingError(f"{store.path}: features have dim {store.dim}, the model's input_dim is {dim}")
+    if num_classes is not None and len(store.symbols) != num_classes:
+        raise TrainingError(f"{store.path}: {len(store.symbols)} symbols, the model's num_classes is {num_classes}")
+    if not store.has_labels or store.meta.get("label_kind") != label_kind:
+        raise TrainingError(f"{store.path}: partition {store.meta.get('partition')!r} has no {label_kind} labels "
+                            f"to train on")
+
+
 class TrainTask:
     """What a family gives the loop. Set the class attributes; implement the methods that raise."""
 

@@ -16,21 +16,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from pipeline.data.store import FeatureStore, open_store
-from pipeline.decoding.attention_search import greedy_search
-from pipeline.decoding.metrics import cer, levenshtein_mean
-from pipeline.tasks.hw4p2_recipe import FAMILIES, Seq2SeqTrainConfig
-from pipeline.training.attention_plots import plot_attention
+from pipeline.decoding.attention_search import greedy_search, to_text
+from pipeline.decoding.metrics import score
+from pipeline.tasks.seq2seq_recipe import ARCHS, Seq2SeqTrainConfig
+from pipeline.training.attention_plots import plot_dev_attention
 from pipeline.training.batching import Seq2SeqCollate, UtteranceDataset, epoch_batches, oversized
-from pipeline.training.loop import Runtime, TrainingError, TrainTask
+from pipeline.training.loop import Runtime, TrainingError, TrainTask, check_store
 from pipeline.training.specaugment import spec_augment
 from pipeline.training.teacher_forcing import next_rate
 
 
-def check_compatible(cfg, store: FeatureStore) -> None:
-    if store.dim != cfg.input_dim:
-        raise TrainingError(f"{store.path}: features have dim {store.dim}, model.input_dim is {cfg.input_dim}")
-    if not store.has_labels:
-        raise TrainingError(f"{store.path}: partition {store.meta.get('partition')!r} has no labels to train on")
+def check_labels(cfg, store: FeatureStore) -> None:
+    check_store(store, cfg.input_dim)
     labels = store.labels_array
     if len(labels) and int(labels.max()) >= cfg.vocab_size:
         raise TrainingError(f"{store.path}: label index {int(labels.max())} ≥ model.vocab_size {cfg.vocab_size}")
@@ -81,14 +78,6 @@ def oom_message(batch, train_cfg: Seq2SeqTrainConfig) -> str:
             f"target tokens): lower {knob} (now {now}), e.g. --set {knob}={int(now * 0.6)}")
 
 
-def to_text(tokens, symbols: list[str]) -> str:
-    return "".join(symbols[t] for t in tokens if t < len(symbols))
-
-
-def score(metric: str, refs: list[str], hyps: list[str]) -> float:
-    return cer(refs, hyps) if metric == "cer" else levenshtein_mean(refs, hyps)
-
-
 class Seq2SeqTask(TrainTask):
     metric, direction, tag = "dev_dist", "min", "dist"
     find_unused_parameters = True  # a CTC head with ctc_weight 0 gets no gradient
@@ -96,10 +85,10 @@ class Seq2SeqTask(TrainTask):
     def __init__(self, model_cfg, cfg: Seq2SeqTrainConfig, train_store, dev_store, symbols: list[str],
                  metric: str = "levenshtein"):
         super().__init__(model_cfg, cfg)
-        self.arch = model_cfg.family
+        self.arch = model_cfg.arch
         self.train_store, self.dev_store = open_store(train_store), open_store(dev_store)
         for store in (self.train_store, self.dev_store):
-            check_compatible(model_cfg, store)
+            check_labels(model_cfg, store)
         self.symbols, self.score_metric = list(symbols), metric
         self.collate = Seq2SeqCollate(model_cfg.pad, model_cfg.sos, model_cfg.eos)
         self.tf_rate = cfg.teacher_forcing.start
@@ -107,7 +96,7 @@ class Seq2SeqTask(TrainTask):
         self.plans: dict[int, list] = {}
 
     def build_model(self):
-        if self.model_cfg.family == "las":
+        if self.model_cfg.arch == "las":
             from pipeline.models.las import LAS
 
             return LAS(self.model_cfg)
@@ -119,7 +108,7 @@ class Seq2SeqTask(TrainTask):
         cfg, store = self.cfg, self.train_store
         alone = oversized(store.lengths, np.diff(store.label_offsets) + 1, cfg.max_frames_per_batch,
                           cfg.max_tokens_per_batch)
-        return (f"{self.model_cfg.family}, {n_params:,} parameters, {len(store)} train / {len(self.dev_store)} dev "
+        return (f"{self.model_cfg.arch}, {n_params:,} parameters, {len(store)} train / {len(self.dev_store)} dev "
                 f"utterances" + (f"; {len(alone)} utterances exceed a batch budget and train alone" if alone else ""))
 
     def plan(self, epoch: int) -> list:
@@ -173,22 +162,9 @@ class Seq2SeqTask(TrainTask):
             refs += [to_text(row[:n].tolist(), self.symbols) for row, n in zip(y, y_lengths)]
             hyps += [to_text(h, self.symbols) for h in hypotheses]
         if cfg.attention_plots:
-            self.plot_attention(model, rt, out_dir, epoch)
+            plot_dev_attention(model, store, cfg.attention_plots, out_dir, epoch, self.symbols, cfg.eval_max_length)
         return {"dev_loss": float(np.mean(losses)) if losses else None,
                 "dev_dist": score(self.score_metric, refs, hyps), "examples": list(zip(refs[:2], hyps[:2]))}
-
-    def plot_attention(self, model, rt: Runtime, out_dir: Path, epoch: int) -> list[Path]:
-        """PNG attention maps of the first dev utterances (greedy decoding, one at a time: no padding)."""
-        store, paths = self.dev_store, []
-        for i in range(min(self.cfg.attention_plots, len(store))):
-            x = torch.from_numpy(np.array(store.features(i), dtype=np.float32))[None].to(rt.device)
-            hypotheses, maps = greedy_search(model, x, torch.tensor([x.shape[1]], device=rt.device),
-                                             self.cfg.eval_max_length, with_attention=True)
-            text = to_text(hypotheses[0], self.symbols)
-            labels = list(text) + ["<eos>"] if len(maps[0]) == len(text) + 1 else None
-            paths.append(plot_attention(maps[0].numpy(), out_dir / "attention" / f"epoch{epoch:03d}-{store.ids[i]}.png",
-                                        f"epoch {epoch}  {store.ids[i]}\n{text[:90]}", labels))
-        return paths
 
     def end_epoch(self, row: dict) -> None:
         self.tf_rate = next_rate(self.cfg.teacher_forcing, self.tf_rate, row["epoch"], row["dev_dist"])
@@ -207,6 +183,6 @@ class Seq2SeqTask(TrainTask):
 
 def make_task(params: dict, normalized: str, symbols: list[str], **_) -> Seq2SeqTask:
     normalized = Path(normalized)
-    model_cfg = FAMILIES[params["model"]["family"]](**params["model"])
+    model_cfg = ARCHS[params["model"]["arch"]](**params["model"])
     return Seq2SeqTask(model_cfg, Seq2SeqTrainConfig(**params["train"]), FeatureStore.open(normalized / "train"),
                        FeatureStore.open(normalized / "dev"), symbols, params["metric"])

@@ -1,4 +1,4 @@
-"""Teacher-forcing schedules (seed 001's rules; configured by TeacherForcingConfig in pipeline/tasks/hw4p2_recipe.py).
+"""Teacher-forcing schedules (seed 001's rules; configured by TeacherForcingConfig in pipeline/tasks/seq2seq_recipe.py).
 
 `next_rate(cfg, rate, epoch, dev_dist)` is called after epoch `epoch` (1-based) has been evaluated and returns
 the rate for the next epoch; epoch 1 trains at `cfg.start`. A pure function of its arguments, so a resumed run
@@ -6,7 +6,7 @@ the rate for the next epoch; epoch 1 trains at `cfg.start`. A pure function of i
 """
 from __future__ import annotations
 
-from pipeline.tasks.hw4p2_recipe import TeacherForcingConfig
+from pipeline.tasks.seq2seq_recipe import TeacherForcingConfig
 
 
 def next_rate(cfg: TeacherForcingConfig, rate: float, epoch: int, dev_dist: float | None) -> float:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from pipeline.models.ctc_rnn import CTCRNNConfig, build_model
+from pipeline.models.ctc_rnn import CTCRNN, CTCRNNConfig
 from pipeline.decoding.ctc_greedy import greedy_decode
-from pipeline.tasks.hw3p2_recipe import CTCTrainConfig
+from pipeline.tasks.ctc_recipe import CTCTrainConfig
 from pipeline.training.checkpoints import TopKKeeper, load_model
 from pipeline.training.ctc import CTCTask
 from pipeline.training import loop
@@ -49,7 +49,7 @@ def run(stores, out_dir, model=None, train=None, **kwargs):
 @pytest.mark.parametrize("downsample", [0, 1, 2])
 def test_output_lengths_follow_the_striding_and_feed_ctc(embed, downsample):
     torch.manual_seed(0)
-    model = build_model(CTCRNNConfig(**{**TINY_MODEL, "embed": embed, "downsample": downsample})).eval()
+    model = CTCRNN(CTCRNNConfig(**{**TINY_MODEL, "embed": embed, "downsample": downsample})).eval()
     lengths = torch.tensor([41, 40, 17, 9])
     log_probs, out_lengths = model(torch.randn(4, 41, 28), lengths)
 
@@ -67,7 +67,7 @@ def test_output_lengths_follow_the_striding_and_feed_ctc(embed, downsample):
 @pytest.mark.parametrize("embed", ["conv", "resnet"])
 def test_padding_does_not_change_an_utterance(embed):
     torch.manual_seed(0)
-    model = build_model(CTCRNNConfig(**{**TINY_MODEL, "embed": embed, "downsample": 2})).eval()
+    model = CTCRNN(CTCRNNConfig(**{**TINY_MODEL, "embed": embed, "downsample": 2})).eval()
     short, long = torch.randn(1, 23, 28), torch.randn(1, 50, 28)
     alone, alone_len = model(short, torch.tensor([23]))
     batch = torch.zeros(2, 50, 28)
@@ -287,7 +287,7 @@ def test_unknown_config_keys_are_rejected():
 @pytest.mark.parametrize("name", ["default", "demo"])
 def test_shipped_recipes_validate(name):
     recipe = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    model = build_model(CTCRNNConfig(**recipe["model"], input_dim=28))
+    model = CTCRNN(CTCRNNConfig(**recipe["model"], input_dim=28))
     CTCTrainConfig(**recipe["train"])
     assert sum(p.numel() for p in model.parameters()) < 20_000_000  # the course's parameter limit
 

@@ -10,7 +10,7 @@ from pipeline.config import ConfigError, load_recipe
 from pipeline.decoding.attention_search import beam_search, greedy_search
 from pipeline.models.las import LAS, reverse_within_length
 from pipeline.models.transformer import Transformer
-from pipeline.tasks.hw4p2_recipe import LASConfig, Seq2SeqTrainConfig, TeacherForcingConfig, TransformerConfig, \
+from pipeline.tasks.seq2seq_recipe import LASConfig, Seq2SeqTrainConfig, TeacherForcingConfig, TransformerConfig, \
     output_symbols, special_tokens
 from pipeline.tasks.profiles import HW4P2_VOCAB
 from pipeline.training.batching import Seq2SeqCollate, epoch_batches, oversized, padded_size
@@ -166,8 +166,8 @@ def test_beam_search_scores_are_sorted_and_emit_only_output_characters():
 # ---- recipe and vocabularies ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, message", [
-    ("model.listener_hiden=3", "model.listener_hiden: unknown key for family las (did you mean model.listener_hidden?)"),
-    ("model.family=rnn", "model.family: family must be one of: las, transformer"),
+    ("model.listener_hiden=3", "model.listener_hiden: unknown key for arch las (did you mean model.listener_hidden?)"),
+    ("model.arch=rnn", "model.arch: arch must be one of: las, transformer"),
     ("decode.beam=0", "decode.beam"),
 ])
 def test_bad_recipe_values_are_one_line(override, message):
@@ -179,7 +179,7 @@ def test_bad_recipe_values_are_one_line(override, message):
 def test_every_shipped_recipe_loads():
     for name in ("demo", "default", "seed001-las", "transformer-ctc", "tiny"):
         recipe = load_recipe("hw4p2", name)
-        assert recipe["model"]["family"] in ("las", "transformer") and recipe["decode"]["beam"] >= 1
+        assert recipe["model"]["arch"] in ("las", "transformer") and recipe["decode"]["beam"] >= 1
 
 
 def test_special_tokens_follow_each_semesters_vocabulary():

@@ -1,7 +1,7 @@
 """The hw4p2 recipe schema (attention-based character recognition): model, train and decode sections.
 
-Torch-free, like hw3p2_recipe, so reading a recipe stays fast. The model section is one of two families, picked by
-`model.family`:
+Torch-free, like ctc_recipe, so reading a recipe stays fast. The model section is one of two families, picked by
+`model.arch`:
 
     las          Listen, Attend and Spell (seed 001 / S22–F23 starters): pBLSTM listener, LSTMCell speller
     transformer  conv-subsampled Transformer encoder-decoder with an optional CTC head (S24+ homework design)
@@ -62,7 +62,7 @@ class _Model(BaseModel):
 
 
 class LASConfig(_Model):
-    family: Literal["las"] = "las"
+    arch: Literal["las"] = "las"
     # listener
     embed: Literal["none", "conv"] = "conv"     # conv: 2× Conv1d+BN+GELU over time before the LSTMs
     embed_channels: int = 128
@@ -94,7 +94,7 @@ class LASConfig(_Model):
 
 
 class TransformerConfig(_Model):
-    family: Literal["transformer"] = "transformer"
+    arch: Literal["transformer"] = "transformer"
     subsample: Literal[1, 2, 4] = 4            # conv front end: stride-2 Conv2d layers (time factor)
     conv_channels: int = 128
     d_model: int = 256
@@ -113,38 +113,38 @@ class TransformerConfig(_Model):
         return self
 
 
-FAMILIES = {"las": LASConfig, "transformer": TransformerConfig}
+ARCHS = {"las": LASConfig, "transformer": TransformerConfig}
 
 
-class Seq2SeqModelConfig(RootModel[Annotated[Union[LASConfig, TransformerConfig], Field(discriminator="family")]]):
-    """`model:` is LAS or Transformer by its `family` key; errors name the key as the user wrote it."""
+class Seq2SeqModelConfig(RootModel[Annotated[Union[LASConfig, TransformerConfig], Field(discriminator="arch")]]):
+    """`model:` is LAS or Transformer by its `arch` key; errors name the key as the user wrote it."""
 
     @classmethod
     def model_validate(cls, obj, *args, **kwargs):
-        if isinstance(obj, dict) and "family" not in obj:
-            obj = {**obj, "family": "las"}
+        if isinstance(obj, dict) and "arch" not in obj:
+            obj = {**obj, "arch": "las"}
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise _without_family_tag(exc, obj) from None
+            raise _without_arch_tag(exc, obj) from None
 
 
-def _without_family_tag(exc: ValidationError, obj) -> ValidationError:
+def _without_arch_tag(exc: ValidationError, obj) -> ValidationError:
     """pydantic puts the union tag into the error location (model.las.x); report model.x with a did-you-mean."""
     error = exc.errors()[0]
     loc = error["loc"]
-    family = obj.get("family") if isinstance(obj, dict) else None
-    if loc and loc[0] in FAMILIES:
+    arch = obj.get("arch") if isinstance(obj, dict) else None
+    if loc and loc[0] in ARCHS:
         loc = loc[1:]
     if not loc and error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        custom = PydanticCustomError("value_error", "family must be one of: {known}", {"known": ", ".join(FAMILIES)})
-        return ValidationError.from_exception_data("model", [{"type": custom, "loc": ("family",), "input": family}])
-    if error["type"] == "extra_forbidden" and family in FAMILIES:
-        fields = list(FAMILIES[family].model_fields)
+        custom = PydanticCustomError("value_error", "arch must be one of: {known}", {"known": ", ".join(ARCHS)})
+        return ValidationError.from_exception_data("model", [{"type": custom, "loc": ("arch",), "input": arch}])
+    if error["type"] == "extra_forbidden" and arch in ARCHS:
+        fields = list(ARCHS[arch].model_fields)
         close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-        hint = f"did you mean model.{close[0]}?" if close else f"valid for {family}: {', '.join(fields)}"
-        custom = PydanticCustomError("value_error", "unknown key for family {family} ({hint})",
-                                     {"family": family, "hint": hint})
+        hint = f"did you mean model.{close[0]}?" if close else f"valid for {arch}: {', '.join(fields)}"
+        custom = PydanticCustomError("value_error", "unknown key for arch {arch} ({hint})",
+                                     {"arch": arch, "hint": hint})
         return ValidationError.from_exception_data("model", [{"type": custom, "loc": loc, "input": error["input"]}])
     return ValidationError.from_exception_data(
         "model", [{"type": error["type"], "loc": loc, "input": error["input"], **({"ctx": error["ctx"]} if "ctx" in error else {})}])

@@ -14,10 +14,10 @@ import torch
 
 from pipeline.config import ConfigError, load_recipe
 from pipeline.decoding.frame_report import confusion_matrix, majority_baseline, per_class_accuracy
-from pipeline.models.mlp import FrameMLP, count_parameters
+from pipeline.models.mlp import FrameMLP
 from pipeline.stages import train_frames
 from pipeline.stages.csv import frame_rows
-from pipeline.tasks.hw1p2_recipe import (FrameSchedulerConfig, MLPConfig, ParamLimitError, fit_width,
+from pipeline.tasks.frames_recipe import (FrameSchedulerConfig, MLPConfig, ParamLimitError, fit_width,
                                          resolve_model)
 from pipeline.tasks.train_recipe import SpecAugmentConfig
 from pipeline.tasks.profiles import PROFILES
@@ -52,7 +52,7 @@ def test_planned_parameter_count_is_the_built_models(archetype, batch_norm):
     cfg = MLPConfig(input_dim=13, context=4, num_classes=40, archetype=archetype, num_layers=5, width=48,
                     batch_norm=batch_norm, dropout=[0.1, 0.2, 0.0, 0.3, 0.1])
     model = FrameMLP(cfg)
-    assert count_parameters(model) == cfg.parameter_count()
+    assert sum(p.numel() for p in model.parameters()) == cfg.parameter_count()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(norms) == {"all": 5, "alternate": 3, "none": 0}[batch_norm]
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.1, 0.2, 0.3, 0.1]

@@ -1,0 +1,71 @@
+"""hw3p2 on a tiny Kaggle-layout replica, what only CTC has: greedy/beam/oracle figures and the log-prob cache,
+decode folders named by beam; plus select's integer-buffer averaging and the recipe/override errors.
+What all three families share is checked once, in test_pipeline_contract.py."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError, load_recipe
+from pipeline.stages.select import average_state_dicts
+from tests.test_pipeline_contract import finished_fixture, variant
+
+
+finished = finished_fixture("demo-hw3p2")
+
+
+def test_decode_reports_greedy_beam_and_oracle(finished):
+    _, _, pipeline = finished
+    metrics = pipeline.plan["decode"].artifact.manifest["metrics"]
+    assert {"dev_greedy", "dev_beam", "dev_oracle"} <= set(metrics)
+    assert metrics["dev_oracle"] <= metrics["dev_beam"] + 1e-9
+    cache = pipeline.artifacts_root / "demo-hw3p2" / "logprobs" / pipeline.plan["select"].key[:16]
+    assert (cache / "dev.pt").exists() and (cache / "test.pt").exists()
+
+
+def test_each_beam_gets_its_own_decode_folder(finished):
+    _, _, pipeline = finished
+    assert pipeline.plan["decode"].params["beam"] == 4
+    _, wider = variant(finished, "decode.beam=6", start="decode", stop="csv")   # the contract's decode change
+    beams = sorted(p.name.split("-")[0] for p in (wider.artifacts_root / "demo-hw3p2" / "decode").iterdir()
+                   if p.is_dir())
+    assert beams == ["beam4", "beam6"]
+
+
+def test_integer_buffers_average_by_floor_division():
+    out = average_state_dicts([{"n": torch.tensor(3), "w": torch.tensor([1.0])},
+                               {"n": torch.tensor(4), "w": torch.tensor([2.0])}])
+    assert out["n"].item() == 3 and out["n"].dtype == torch.int64 and out["w"].item() == 1.5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "train.lrr: unknown key (did you mean train.lr?)"),
+    ("train.epochs=many", "train.epochs"),
+    ("decode.beam=0", "decode.beam"),
+    ("bogus.x=1", "unknown section 'bogus'"),
+    ("train.lr", "expected key=value"),
+])
+def test_bad_overrides_are_one_clear_line(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_recipe("hw3p2", "demo", (override,))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_numbers_in_overrides_are_parsed():
+    recipe = load_recipe("hw3p2", "demo", ("train.lr=3e-3", "train.epochs=7"))
+    assert recipe["train"]["lr"] == 0.003 and recipe["train"]["epochs"] == 7
+
+
+@pytest.mark.parametrize("message", ["[v2] lr 3e-3", "note #3", "2024", "yes", 'say "hi"'])
+def test_submit_messages_are_kept_verbatim(message):
+    recipe = load_recipe("hw3p2", "demo", (f"submit.message={json.dumps(message)}",))
+    assert recipe["submit"]["message"] == message
+
+
+def test_unreadable_recipe_is_one_line(tmp_path):
+    folder = tmp_path / "recipe.yaml"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_recipe("hw3p2", str(folder))
