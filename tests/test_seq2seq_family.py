@@ -165,9 +165,20 @@ def test_beam_search_scores_are_sorted_and_emit_only_output_characters():
 
 # ---- recipe and vocabularies ---------------------------------------------------------------------------------------
 
+def test_a_resolved_recipe_validates_again_and_leaves_the_profile_keys_to_the_profile():
+    from pipeline.tasks.seq2seq_recipe import PROFILE_KEYS, Seq2SeqModelConfig
+
+    resolved = load_recipe("hw4p2", "demo")["model"]
+    assert not set(PROFILE_KEYS) & set(resolved)
+    assert Seq2SeqModelConfig.model_validate(resolved).model_dump(mode="json") == resolved
+
+
 @pytest.mark.parametrize("override, message", [
     ("model.listener_hiden=3", "model.listener_hiden: unknown key for arch las (did you mean model.listener_hidden?)"),
     ("model.arch=rnn", "model.arch: arch must be one of: las, transformer"),
+    ("model.vocab_size=40", "model.vocab_size: vocab_size is set from the competition profile (feature dim, "
+                            "vocabulary); remove model.vocab_size from the recipe (got 40)"),
+    ("model.input_dim=80", "model.input_dim: input_dim is set from the competition profile"),
     ("decode.beam=0", "decode.beam"),
 ])
 def test_bad_recipe_values_are_one_line(override, message):

@@ -114,6 +114,7 @@ class TransformerConfig(_Model):
 
 
 ARCHS = {"las": LASConfig, "transformer": TransformerConfig}
+PROFILE_KEYS = tuple(_Model.model_fields)  # input width and vocabulary: the train stage takes them from the profile
 
 
 class Seq2SeqModelConfig(RootModel[Annotated[Union[LASConfig, TransformerConfig], Field(discriminator="arch")]]):
@@ -121,12 +122,22 @@ class Seq2SeqModelConfig(RootModel[Annotated[Union[LASConfig, TransformerConfig]
 
     @classmethod
     def model_validate(cls, obj, *args, **kwargs):
+        given = [key for key in PROFILE_KEYS if isinstance(obj, dict) and key in obj]
+        if given:  # the train stage fills these from the profile: a recipe value would be silently replaced
+            custom = PydanticCustomError("value_error", "{key} is set from the competition profile (feature dim, "
+                                         "vocabulary); remove model.{key} from the recipe", {"key": given[0]})
+            raise ValidationError.from_exception_data("model", [{"type": custom, "loc": (given[0],),
+                                                                  "input": obj[given[0]]}])
         if isinstance(obj, dict) and "arch" not in obj:
             obj = {**obj, "arch": "las"}
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
             raise _without_arch_tag(exc, obj) from None
+
+    def model_dump(self, **kwargs) -> dict:
+        """The section as a recipe holds it: without the profile's keys, so a resolved recipe validates again."""
+        return {k: v for k, v in super().model_dump(**kwargs).items() if k not in PROFILE_KEYS}
 
 
 def _without_arch_tag(exc: ValidationError, obj) -> ValidationError:
