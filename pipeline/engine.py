@@ -116,8 +116,9 @@ CODE_EXCLUDED: dict[str, str] = {
     "pipeline.kaggle_client": "Kaggle transport (API calls, retries, auth): moves bytes that stages hash and check",
     "pipeline.engine": "orchestration: when a stage runs, not what it computes; a change to keying changes keys "
                        "anyway (the file helpers stages use live in pipeline.files, which is in their keys)",
-    "pipeline.tasks": "the family -> stages registry (package __init__): stages never call it, and its lazy imports "
-                      "of every stage module would put all stages into every stage's key",
+    "pipeline.tasks": "the family table (package __init__): which stages make a pipeline; the one value a stage "
+                      "reads from it (normalize's label_kind) is in that stage's params, and its lazy imports of "
+                      "every stage module would put all stages into every stage's key",
 }
 
 _code_cache: dict[str, str] = {}

@@ -16,7 +16,8 @@ import yaml
 from pipeline.models.ctc_rnn import CTCRNN, CTCRNNConfig
 from pipeline.decoding.ctc_greedy import greedy_decode
 from pipeline.tasks.ctc_recipe import CTCTrainConfig
-from pipeline.training.checkpoints import TopKKeeper, load_model
+from pipeline.models.load import load_model
+from pipeline.training.checkpoints import TopKKeeper
 from pipeline.training.ctc import CTCTask
 from pipeline.training import loop
 from pipeline.training.specaugment import SpecAugmentConfig, spec_augment

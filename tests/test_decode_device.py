@@ -15,7 +15,8 @@ from pipeline.device import DeviceError, resolve_device
 from pipeline.engine import Pipeline
 from pipeline.models.ctc_rnn import CTCRNN, CTCRNNConfig
 from pipeline.tasks import stages_for
-from pipeline.training.checkpoints import load_model, model_checkpoint
+from pipeline.models.load import load_model
+from pipeline.training.checkpoints import model_checkpoint
 from tests.kaggle_replica import make_replica
 
 TINY_MODEL = dict(input_dim=28, embed="conv", embed_channels=8, embed_layers=1, downsample=1, lstm_hidden=8,

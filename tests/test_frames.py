@@ -72,3 +72,19 @@ def test_order_is_seeded_per_epoch_and_subset(store):
     assert len(subset) == 12 and len(set(subset.tolist())) == 12
     with pytest.raises(ValueError, match="subset"):
         loader.order(0, seed=1, subset=0)
+
+
+def test_prefetched_raises_the_gathering_error_in_the_consumer():
+    from pipeline.data.frames import prefetched
+
+    def batches():
+        yield 1
+        yield 2
+        raise OSError("bad read")
+
+    got = []
+    with pytest.raises(OSError, match="bad read"):
+        for item in prefetched(batches(), enabled=True):
+            got.append(item)
+    assert got == [1, 2]
+    assert list(prefetched(iter([1, 2, 3]), enabled=True)) == [1, 2, 3]

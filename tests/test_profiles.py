@@ -37,7 +37,7 @@ def test_every_family_has_the_full_pipeline_and_a_tiny_recipe(family):
 def test_the_family_table_names_modules_that_exist(family):
     import importlib
 
-    from pipeline.models import ARCHS
+    from pipeline.models.load import ARCHS
     from pipeline.tasks import FAMILIES
 
     entry = FAMILIES[family]

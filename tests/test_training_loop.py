@@ -118,3 +118,38 @@ def test_early_stopping_ends_a_run_whose_dev_metric_stalls(normalized, tmp_path)
     metrics = fit(task, tmp_path)
     assert metrics["stop_reason"] == "early_stopping" and metrics["epochs"] == 3
     assert metrics["best_epoch"] == 1  # ties keep the earlier epoch
+
+
+def test_the_epoch_a_run_stops_after_is_evaluated(normalized, tmp_path):
+    task = task_for(normalized, epochs=4, eval_every=3, max_minutes=1e-6)
+    metrics = fit(task, tmp_path)
+    assert metrics["stop_reason"] == "max_minutes" and history(tmp_path)[0][task.metric] is not None
+    paused = fit(task_for(normalized, epochs=4, eval_every=3), tmp_path / "paused", stop_after_epoch=1)
+    assert paused["stop_reason"] == "paused" and history(tmp_path / "paused")[0][task.metric] is not None
+
+
+def test_resuming_with_another_number_of_processes_is_refused(normalized, tmp_path):
+    fit(task_for(normalized, epochs=2), tmp_path, stop_after_epoch=1)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert last["world_size"] == 1
+    torch.save({**last, "world_size": 2}, tmp_path / "checkpoints" / "last.pt")
+    with pytest.raises(loop.TrainingError, match="trained with 2 process.*--nproc 2"):
+        fit(task_for(normalized, epochs=2), tmp_path)
+
+
+def test_plateau_judges_the_first_evaluation_after_warmup():
+    from pipeline.tasks.train_recipe import SchedulerConfig
+    from pipeline.training.optim import Schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = Schedule(SchedulerConfig(name="plateau", warmup_epochs=1, warmup_start_factor=0.5, patience=0,
+                                        factor=0.5), optimizer, steps_per_epoch=2, total_steps=10, mode="min")
+    lrs = []
+    for _ in range(4):
+        for _ in range(2):
+            optimizer.step()
+            schedule.step_batch()
+        schedule.step_epoch(1.0)  # flat: every evaluation after the first is "no better"
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == [1.0, 0.5, 0.25, 0.125]

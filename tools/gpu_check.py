@@ -42,7 +42,7 @@ def check(task: str, root: Path) -> dict:
     assert metrics["device"] == "cuda", f"{task}: trained on {metrics['device']}"
     assert decode["metrics"].get("device", "").startswith("cuda"), f"{task}: decoded on {decode['metrics'].get('device')}"
 
-    from pipeline.training.checkpoints import load_model
+    from pipeline.models.load import load_model
 
     model = load_model(Path(select["dir"]) / "model.pt", device="cuda")
     assert all(p.is_cuda for p in model.parameters()), f"{task}: model.pt did not load onto the GPU"

@@ -81,20 +81,26 @@ class FrameWindows:
 
 
 def prefetched(batches, enabled: bool, depth: int = 3):
-    """Gather the next batches in a thread while the GPU works (numpy's fancy-index copy releases the GIL)."""
+    """Gather the next batches in a thread while the GPU works (numpy's fancy-index copy releases the GIL). An error
+    in the thread is raised here, in the consumer: an epoch never ends early without one."""
     if not enabled:
         yield from batches
         return
     box: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    failed: list[BaseException] = []
 
     def fill() -> None:
         try:
             for item in batches:
                 box.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            failed.append(exc)
         finally:
             box.put(done)
 
     threading.Thread(target=fill, daemon=True).start()
     while (item := box.get()) is not done:
         yield item
+    if failed:
+        raise failed[0]

@@ -54,7 +54,7 @@ def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: in
 
     import torch
 
-    from pipeline.training.checkpoints import load_model
+    from pipeline.models.load import load_model
 
     cache.mkdir(parents=True, exist_ok=True)
     result, model = {}, None

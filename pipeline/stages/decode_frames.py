@@ -52,7 +52,8 @@ def posteriors(checkpoint: Path, stores: dict, batch_size: int, device=None) -> 
     from pipeline.data.frames import FrameWindows
     from pipeline.device import resolve_device
     from pipeline.progress import progress_bar
-    from pipeline.training.checkpoints import load_checkpoint, load_model
+    from pipeline.models.load import load_model
+    from pipeline.training.checkpoints import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
     device = resolve_device(None) if device is None else torch.device(device)

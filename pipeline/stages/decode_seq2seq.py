@@ -54,7 +54,7 @@ def run(run: StageRun) -> dict:
 def decode_dev_and_test(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
     from pipeline.device import resolve_device
-    from pipeline.training.checkpoints import load_model
+    from pipeline.models.load import load_model
     from pipeline.decoding.attention_search import to_text
     from pipeline.decoding.metrics import score
 

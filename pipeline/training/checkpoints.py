@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import importlib
 import random
 
 import numpy as np
@@ -20,7 +19,6 @@ import torch
 
 from pipeline.errors import AsrpipeError
 from pipeline.files import torch_save_atomic, write_json_atomic
-from pipeline.models import ARCHS
 
 METRIC = "dev_lev"
 
@@ -78,7 +76,8 @@ def resume_from_last(last_path: Path, model_cfg, model, optimizer, schedule, sca
     model.load_state_dict(last["state_dict"])
     optimizer.load_state_dict(last["optimizer"])
     schedule.load_state_dict(last["schedule"])
-    scaler.load_state_dict(last["scaler"])
+    if last["scaler"]:  # a run started without a GradScaler (CPU, bf16) saved an empty state
+        scaler.load_state_dict(last["scaler"])
     set_rng_state(last["rng"])
     history_path = last_path.parent.parent / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
@@ -88,25 +87,13 @@ def resume_from_last(last_path: Path, model_cfg, model, optimizer, schedule, sca
 
 def save_last(checkpoint: dict, out_dir: Path, history: list, train_cfg, optimizer, schedule, scaler,
               train_seconds: float, wandb_id: str | None, **extra) -> None:
-    """The end of every epoch: last.pt (checkpoint + everything resume_from_last restores), then history.json."""
+    """The end of every epoch: history.json, then last.pt (checkpoint + everything resume_from_last restores).
+    In that order: a crash between the two leaves a history row too many, which resume drops, never one too few."""
     last = dict(checkpoint)
     last.update(train_config=train_cfg.model_dump(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                 scaler=scaler.state_dict(), rng=rng_state(), train_seconds=train_seconds, wandb_id=wandb_id, **extra)
-    torch_save_atomic(last, Path(out_dir) / "checkpoints" / "last.pt")
     atomic_write_json(Path(out_dir) / "history.json", history)
-
-
-def load_model(checkpoint_path: str | Path | dict, device: str | torch.device | None = None) -> torch.nn.Module:
-    """Rebuild the model from the config stored in the checkpoint (a path, or a checkpoint dict already loaded);
-    returned in eval mode on `device` (default CPU; resolve a user's choice with pipeline.device.resolve_device)."""
-    ckpt = checkpoint_path if isinstance(checkpoint_path, dict) else load_checkpoint(checkpoint_path)
-    where = "checkpoint" if isinstance(checkpoint_path, dict) else checkpoint_path
-    arch = ckpt.get("model_arch")
-    if arch not in ARCHS:
-        raise CheckpointError(f"{where}: unknown model_arch {arch!r} (known: {', '.join(ARCHS)})")
-    model = importlib.import_module(ARCHS[arch]).build_from_dict(ckpt["model_config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(torch.device(device) if device is not None else "cpu").eval()
+    torch_save_atomic(last, Path(out_dir) / "checkpoints" / "last.pt")
 
 
 class TopKKeeper:

@@ -32,7 +32,9 @@ def run_training(factory: str, task_args: dict, out_dir: Path, *, nproc: int = 1
         return train(make(factory, task_args), out_dir, tracking=tracking, run_name=run_name, run_config=run_config,
                      progress=progress, on_epoch=on_epoch)
     if on_epoch is not None:
-        raise ValueError("an epoch callback runs in this process only: train with nproc 1")
+        from pipeline.errors import AsrpipeError
+
+        raise AsrpipeError("an epoch callback (a sweep's pruning) runs in this process only: train with --nproc 1")
     return launch_ddp(job, nproc)
 
 

@@ -201,13 +201,16 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
     rt.barrier()
     last = resume_from_last(ckpt_dir / "last.pt", task.model_cfg, model, optimizer, schedule, scaler)
     if last:
+        if last.get("world_size", 1) != rt.world_size:  # the schedule's step counts depend on it
+            raise TrainingError(f"{ckpt_dir / 'last.pt'}: trained with {last.get('world_size', 1)} process(es); "
+                                f"resume with --nproc {last.get('world_size', 1)}, or --force to start over")
         history, start_epoch = last["history"], last["epoch"] + 1
         train_seconds, wandb_id, stop_reason = last["train_seconds"], last.get("wandb_id"), last.get("stop_reason")
         task.load_state_dict(last.get("task_state", {}))
         if keeper:
             keeper.drop_after(last["epoch"])
-    elif rt.distributed:
-        torch.manual_seed(cfg.seed + 7919 * rt.rank)  # distinct dropout masks per rank
+    if rt.distributed:  # distinct dropout masks per rank (last.pt holds rank 0's RNG state only)
+        torch.manual_seed(cfg.seed + 7919 * rt.rank + 104729 * (start_epoch - 1))
 
     net = model
     if rt.distributed:
@@ -224,7 +227,9 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
         for epoch in range(start_epoch, last_epoch + 1):
             if stop_reason:
                 break
-            row, examples = run_epoch(task, net, model, optimizer, scaler, schedule, rt, console, epoch, out_dir)
+            budget_s = 60 * cfg.max_minutes - train_seconds if cfg.max_minutes is not None else None
+            row, examples = run_epoch(task, net, model, optimizer, scaler, schedule, rt, console, epoch, out_dir,
+                                      last_epoch=epoch == last_epoch, budget_s=budget_s)
             history.append(row)
             if rt.is_main:
                 train_seconds += row["seconds"]
@@ -235,7 +240,8 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
                                               **task.checkpoint_extra())
                 keeper.offer(checkpoint, row[task.metric], epoch)
                 save_last(checkpoint, out_dir, history, cfg, optimizer, schedule, scaler, train_seconds,
-                          tracker.run_id, task_state=task.state_dict(), stop_reason=stop_reason)
+                          tracker.run_id, task_state=task.state_dict(), stop_reason=stop_reason,
+                          world_size=rt.world_size)
                 tracker.log(wandb_row(row), step=epoch)
                 console.line(summary_line(row, cfg.epochs), epoch_done=True)
                 for ref, hyp in examples[:1]:
@@ -257,8 +263,11 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
 
 
 def run_epoch(task: TrainTask, net, model, optimizer, scaler, schedule: Schedule, rt: Runtime,
-              console: EpochConsole, epoch: int, out_dir: Path) -> tuple[dict, list]:
-    """One epoch of training, then (on eval epochs) the dev evaluation: the history row and a few dev examples."""
+              console: EpochConsole, epoch: int, out_dir: Path, last_epoch: bool = False,
+              budget_s: float | None = None) -> tuple[dict, list]:
+    """One epoch of training, then the dev evaluation: the history row and a few dev examples. Evaluated every
+    eval_every epochs, and always on the last epoch of the run or of this invocation, and on the epoch that uses up
+    the time budget, so that the epoch a run stops after is scored and can be kept."""
     cfg, t0 = task.cfg, time.time()
     net.train()
     task.start_epoch(epoch)
@@ -272,7 +281,7 @@ def run_epoch(task: TrainTask, net, model, optimizer, scaler, schedule: Schedule
             with rt.autocast():
                 loss = task.loss(net, batch, rt, gen, epoch)
             scaler.scale(loss).backward()
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             raise TrainingError(task.oom_message(batch)) from None
         if cfg.grad_clip:
             scaler.unscale_(optimizer)
@@ -289,7 +298,8 @@ def run_epoch(task: TrainTask, net, model, optimizer, scaler, schedule: Schedule
         train_loss = mean.item() / rt.world_size
 
     dev = {"dev_loss": None, task.metric: None}
-    if rt.is_main and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+    out_of_time = budget_s is not None and time.time() - t0 >= budget_s
+    if rt.is_main and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs or last_epoch or out_of_time):
         model.eval()
         dev = task.evaluate(model, rt, epoch, out_dir)
         model.train()

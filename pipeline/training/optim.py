@@ -9,7 +9,7 @@
       exponential   ExponentialLR(gamma), per epoch
       plateau       ReduceLROnPlateau on the family's dev metric in its direction, per evaluated epoch (seed 000
                     chained LinearLR into it: keep the LR high until learning stalls, then cut it)
-An epoch that ran warmup steps does not also step a per-epoch schedule.
+step and exponential count the epochs after the warmup; plateau judges every evaluation once warmup has finished.
 """
 from __future__ import annotations
 
@@ -66,12 +66,10 @@ class Schedule:
 
     def step_epoch(self, dev_metric: float | None) -> None:
         warmed, self.epoch_warmed = self.epoch_warmed, False
-        if warmed or self.cfg.name in ("none", "cosine"):
-            return
-        if self.cfg.name == "plateau":
-            if dev_metric is not None:
+        if self.cfg.name == "plateau":  # judged from the first evaluation after warmup has finished
+            if dev_metric is not None and self.steps >= self.warmup_steps:
                 self.main.step(dev_metric)
-        else:
+        elif self.cfg.name in ("step", "exponential") and not warmed:  # counts epochs after warmup
             self.main.step()
 
     def state_dict(self) -> dict:
