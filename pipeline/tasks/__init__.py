@@ -21,7 +21,7 @@ class Family:
     name: str                 # the profiles' family: hw1p2, hw3p2, hw4p2
     kind: str                 # frames | ctc | seq2seq
     label_kind: str           # what normalize stores: a class per frame, or a symbol sequence per utterance
-    archs: tuple[str, ...]    # model files it trains (pipeline/models/<arch>.py; keys of pipeline.models.ARCHS)
+    archs: tuple[str, ...]    # model files it trains (pipeline/models/<arch>.py; keys of pipeline.models.load.ARCHS)
 
     def stages(self) -> list:
         from pipeline.stages import csv, download, normalize, select, submit
