@@ -104,27 +104,9 @@ def run(task: Task, config: Config = None, sets: Sets = None,
         device: Device = "auto",
         artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Run the pipeline (or a range of it); fresh stages are no-ops."""
-    guarded(lambda: run_range(build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
-                                             workers=workers, device=device, resubmit=resubmit), start, stop, only,
-                                   force, resubmit))
-
-
-def run_range(pipeline, start: str | None, stop: str | None, only: str | None, force: bool, resubmit: bool) -> None:
-    """Recomputing and re-submitting are separate decisions: --force recomputes every selected stage but submit,
-    which only --resubmit forces (a submit stage rerun by a changed upstream still never re-submits a CSV already
-    in the ledger unless --resubmit)."""
-    if only and (start or stop):
-        pipeline.run(start, stop, only)  # the engine's one-line refusal
-    names = pipeline.select(start, stop, only)
-    if "submit" not in names or force == resubmit:
-        pipeline.run(start, stop, only, force)
-        return
-    at = names.index("submit")
-    if at > 0:
-        pipeline.run(names[0], names[at - 1], force=force)
-    pipeline.run(only="submit", force=resubmit)
-    if at + 1 < len(names):
-        pipeline.run(names[at + 1], names[-1], force=force)
+    guarded(lambda: build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
+                                   workers=workers, device=device, resubmit=resubmit).run(start, stop, only, force,
+                                                                                          resubmit))
 
 
 @app.command()
@@ -163,7 +145,7 @@ def run_stage(stage: str, task: str, config: str | None, sets: list[str] | None,
         index = names.index(stage)
         if index > 0:
             pipeline.run(stop=names[index - 1])
-        pipeline.run(only=stage, force=force)
+        pipeline.run(only=stage, force=force, resubmit=force)  # the stage named on the command line
 
     guarded(go)
 

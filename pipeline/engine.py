@@ -51,6 +51,7 @@ class Stage:
     label: Callable[[dict], str]                        # params -> readable directory prefix, e.g. "beam20-asrpipe"
     run: Callable[["StageRun"], dict]                   # writes into run.out, returns metrics for the manifest
     resumable: bool = False
+    spends: bool = False    # it spends something outside (a Kaggle submission): --force skips it, --resubmit forces it
 
     @property
     def module(self) -> str:
@@ -169,9 +170,8 @@ def _pipeline_imports(module: str) -> tuple[str, ...]:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as error:
         raise EngineError(f"cannot compute the code version of {module}: {error}") from error
-    dynamic = b"'pipeline." in source or b'"pipeline.' in source  # module names in strings: walk expressions too
     names = set()
-    for node in _import_nodes(tree, expressions=dynamic):
+    for node in _import_nodes(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -199,33 +199,17 @@ def _pipeline_imports(module: str) -> tuple[str, ...]:
     return _imports_cache[module]
 
 
-_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
-
-
 _MODULE_STRING = re.compile(r"pipeline(\.\w+)+(:[\w.]+)?")
 
 
-def _import_nodes(tree: ast.AST, expressions: bool):
-    """Import statements anywhere (module level, functions, classes, if/try/with blocks) and, when `expressions`,
-    string constants that are a pipeline module name. Walking statements only keeps planning fast."""
-    if expressions:
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                yield node
-            elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
-                  and _MODULE_STRING.fullmatch(node.value)):
-                yield node
-        return
-    stack = [tree]
-    while stack:
-        node = stack.pop()
+def _import_nodes(tree: ast.AST):
+    """Import statements anywhere (module level, functions, classes, blocks) and string constants that are a
+    pipeline module name."""
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-            continue
-        for block in _BLOCKS:
-            children = getattr(node, block, None)
-            if isinstance(children, list):
-                stack.extend(children)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.fullmatch(node.value):
+            yield node
 
 
 def code_version(module: str) -> str:
@@ -417,7 +401,10 @@ class Pipeline:
 
     # ---- running --------------------------------------------------------------------------------------------
     def run(self, start: str | None = None, stop: str | None = None, only: str | None = None,
-            force: bool = False) -> dict[str, Artifact]:
+            force: bool = False, resubmit: bool = False) -> dict[str, Artifact]:
+        """Run the selected stages (fresh ones are no-ops). Recomputing and re-submitting are separate decisions:
+        `force` recomputes every selected stage except those that spend something outside (submit), which only
+        `resubmit` forces."""
         if only and (start or stop):
             raise EngineError("--only runs one stage; it does not combine with --from/--to")
         selected = self.select(start, stop, only)
@@ -429,7 +416,8 @@ class Pipeline:
                     f"(asrpipe run --task {self.profile.name} --to {name})")
         done: dict[str, Artifact] = {}
         for name in selected:
-            done[name] = self._run_stage(self.plan[name], force=force)
+            planned = self.plan[name]
+            done[name] = self._run_stage(planned, force=resubmit if planned.stage.spends else force)
         return done
 
     def _ancestors(self, name: str) -> set[str]:

@@ -23,22 +23,10 @@ def length_batches(lengths: Sequence[int] | np.ndarray, batch_size: int | None =
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    from pipeline.training.batching import cut_batches  # the training batches' cutter, in length order
+
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in np.argsort(lengths, kind="stable").tolist():
-        grown = max(longest, int(lengths[i]))
-        n = len(current) + 1
-        if current and ((batch_size is not None and n > batch_size) or
-                        (max_frames is not None and n * grown > max_frames)):
-            batches.append(current)
-            current, grown = [], int(lengths[i])
-        current.append(i)
-        longest = grown
-    if current:
-        batches.append(current)
-    return batches
+    return cut_batches(np.argsort(lengths, kind="stable"), lengths, batch_size or max(1, len(lengths)), max_frames)
 
 
 def scatter(batches: Sequence[Sequence[int]], results: Iterable[Sequence], total: int | None = None) -> list:

@@ -198,4 +198,4 @@ def write_rows_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
     return atomic_write(path, write)
 
 
-STAGE = Stage(name="submit", upstream=("download", "csv"), params=params, label=label, run=run)
+STAGE = Stage(name="submit", upstream=("download", "csv"), params=params, label=label, run=run, spends=True)
