@@ -11,6 +11,8 @@
     asrpipe submit --task hw3p2 --dry-run                  # everything but the upload
     asrpipe submissions --task hw3p2                       # our submissions with scores (fills pending rows)
     asrpipe leaderboard --task hw3p2                       # top of the public leaderboard and our rank
+    asrpipe train --task demo-hw3p2 --config seed003-demo --quick   # one epoch on a subset: an ablation in minutes
+    asrpipe runs --task demo-hw3p2 --format md --plot curves.png    # every train run, best first
 
 This module stays thin and imports nothing heavy at start-up (`asrpipe --help` never imports torch).
 """
@@ -37,6 +39,11 @@ Resubmit = Annotated[bool, typer.Option("--resubmit", help="submit the CSV again
 Wandb = Annotated[str, typer.Option("--wandb", help="auto | online | offline | off")]
 Nproc = Annotated[int, typer.Option("--nproc", help="DDP processes for training (torchrun)")]
 Workers = Annotated[int, typer.Option("--workers", help="decoder worker processes")]
+Quick = Annotated[bool, typer.Option("--quick", help="an ablation in minutes: one epoch on a fixed subset of the "
+                                                     "training utterances (a run of its own, labelled quick)")]
+QuickFraction = Annotated[float, typer.Option("--quick-fraction", min=0.0, max=1.0,
+                                              help="--quick's share of the training utterances")]
+Note = Annotated[Optional[str], typer.Option("--note", help="a note on the train run, shown by `asrpipe runs`")]
 
 
 def device_choice(value: str) -> str:
@@ -75,9 +82,28 @@ def build_pipeline(task: str, config: str | None, sets: list[str] | None, artifa
     profile = with_local_data(resolve_profile(task), data, artifacts)  # --data, or the one remembered earlier
     config_name = config or profile.default_config
     recipe = load_recipe(profile.family, config_name, tuple(sets or ()))
+    options = {**options, "config": config_name, "overrides": list(sets or ())}
     return Pipeline(profile, recipe, stages_for(profile.family), artifacts_root=artifacts,
                     submissions_root=submissions, options=options, config_name=config_name,
                     overrides=tuple(sets or ()))
+
+
+def with_quick(sets: list[str] | None, quick: bool, fraction: float) -> list[str]:
+    """--quick as recipe overrides: it changes what is trained, so it is in the train key and the folder label."""
+    if not quick:
+        return list(sets or ())
+    if not 0.0 < fraction <= 1.0:
+        fail(f"--quick-fraction must be in (0, 1], got {fraction:g}")
+    return [*(sets or ()), "train.epochs=1", f"train.quick={fraction:g}"]
+
+
+def keep_note(pipeline, note: str | None) -> None:
+    """--note on a train run that was already fresh: store it in its run.json all the same."""
+    from pipeline.files import update_json_atomic
+
+    train_dir = pipeline.plan["train"].dir if "train" in pipeline.plan else None
+    if note and train_dir is not None and train_dir.exists():
+        update_json_atomic(train_dir / "run.json", note=note)
 
 
 def guarded(action) -> None:
@@ -101,12 +127,18 @@ def run(task: Task, config: Config = None, sets: Sets = None,
                                                             "re-submits: an unchanged CSV already in the ledger is "
                                                             "not submitted again (that is --resubmit)")] = False,
         resubmit: Resubmit = False, wandb: Wandb = "auto", nproc: Nproc = 1, workers: Workers = 1,
-        device: Device = "auto",
+        device: Device = "auto", quick: Quick = False, quick_fraction: QuickFraction = 0.2, note: Note = None,
         artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Run the pipeline (or a range of it); fresh stages are no-ops."""
-    guarded(lambda: build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
-                                   workers=workers, device=device, resubmit=resubmit).run(start, stop, only, force,
-                                                                                          resubmit))
+    sets = with_quick(sets, quick, quick_fraction)
+
+    def go() -> None:
+        pipeline = build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
+                                  workers=workers, device=device, resubmit=resubmit, note=note)
+        pipeline.run(start, stop, only, force, resubmit)
+        keep_note(pipeline, note)
+
+    guarded(go)
 
 
 @app.command()
@@ -146,6 +178,7 @@ def run_stage(stage: str, task: str, config: str | None, sets: list[str] | None,
         if index > 0:
             pipeline.run(stop=names[index - 1])
         pipeline.run(only=stage, force=force, resubmit=force)  # the stage named on the command line
+        keep_note(pipeline, options.get("note"))
 
     guarded(go)
 
@@ -172,10 +205,68 @@ def normalize(task: Task, config: Config = None, sets: Sets = None, force: Force
 
 @app.command()
 def train(task: Task, config: Config = None, sets: Sets = None, force: Force = False, wandb: Wandb = "auto",
-          nproc: Nproc = 1, artifacts: Artifacts = Path("artifacts"),
-          submissions: Submissions = Path("submissions")) -> None:
+          nproc: Nproc = 1, quick: Quick = False, quick_fraction: QuickFraction = 0.2, note: Note = None,
+          artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
     """Train (resumes an interrupted run; keeps the top-k checkpoints by dev metric)."""
-    run_stage("train", task, config, sets, force, artifacts, submissions, wandb=wandb, nproc=nproc)
+    run_stage("train", task, config, with_quick(sets, quick, quick_fraction), force, artifacts, submissions,
+              wandb=wandb, nproc=nproc, note=note)
+
+
+@app.command()
+def runs(task: Task,
+         config: Annotated[Optional[str], typer.Option("--config", "-c", help="only runs of this recipe name")] = None,
+         key: Annotated[Optional[str], typer.Option("--key", help="only runs whose train key starts so")] = None,
+         fmt: Annotated[str, typer.Option("--format", help="table | md | csv")] = "table",
+         plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the dev metric per epoch of the "
+                                                                     "listed runs into this PNG")] = None,
+         artifacts: Artifacts = Path("artifacts")) -> None:
+    """Every train run of a competition, best dev metric first: config and overrides, model, epochs, best and last
+    dev metric, minutes, quick or full, state, note (read from the run folders, never from checkpoints)."""
+
+    def show() -> None:
+        from pipeline.runs import collect, plot_curves, render, table
+        from pipeline.tasks.profiles import resolve_profile
+
+        if fmt not in ("table", "md", "csv"):
+            fail(f"--format {fmt}: expected table, md or csv")
+        profile = resolve_profile(task)
+        frame = table(collect(artifacts, profile.name), config=config, key=key)
+        if fmt == "table":
+            print_runs(frame, f"{profile.name}: {len(frame)} train runs under {artifacts / profile.name / 'train'}")
+        else:
+            sys.stdout.write(render(frame, fmt) + ("\n" if fmt == "md" else ""))
+        if plot is not None:
+            typer.echo(f"curves: {plot_curves(frame, plot)}", err=fmt != "table")
+
+    guarded(show)
+
+
+def print_runs(frame, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.runs import COLUMNS
+
+    metric = next((m for m in frame["metric"] if m), "dev") if len(frame) else "dev"
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(f"{column} {metric}" if column in ("best", "last") else column, overflow="fold")
+    for _, row in frame.iterrows():
+        cells = [_cell(row[c]) for c in COLUMNS]
+        table.add_row(*cells)
+    Console(width=max(200, Console().width)).print(table)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) > 9999:  # a parameter count pandas made float
+        value = int(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, int) and value > 9999:
+        return f"{value:,}"
+    return str(value)
 
 
 @app.command()

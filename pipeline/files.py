@@ -54,6 +54,15 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = 2, newline:
     return write_text_atomic(path, text, fsync=fsync)
 
 
+def update_json_atomic(path: Path, **fields) -> dict:
+    """Add or replace top-level fields of a JSON object file (created when missing); returns the new object."""
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(fields)
+    write_json_atomic(path, data)
+    return data
+
+
 def save_npy_atomic(path: Path, array, *, fsync: bool = False) -> Path:
     import numpy as np
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -153,3 +155,48 @@ def test_plateau_judges_the_first_evaluation_after_warmup():
         schedule.step_epoch(1.0)  # flat: every evaluation after the first is "no better"
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_a_batch_schedule_switches_sizes_scales_the_lr_and_resumes_across_the_switch(normalized, tmp_path):
+    family = normalized[0]
+    base_task = task_for(normalized)
+    if family == "hw4p2":  # its batches grow to frame and token budgets: the recipe refuses a count schedule
+        with pytest.raises(Exception, match="batch_schedule is for hw1p2/hw3p2"):
+            task_for(normalized, batch_schedule=[[0, 4]])
+        return
+    base = base_task.cfg.batch_size
+    small = max(1, base // 4)
+    train = dict(epochs=3, lr=1e-3, scheduler={"name": "none"}, batch_schedule=[[0, small], [2, base]])
+    task = task_for(normalized, **train)
+    assert [task.cfg.batch_size_at(e, base) for e in (1, 2, 3)] == [small, small, base]
+    first, third = task.plan(1), task.plan(3)
+    assert max(len(b) for b in first) == small and max(len(b) for b in third) <= base
+    assert task.steps(1, 1) == len(first) > len(third) == task.steps(3, 1)
+
+    fit(task, tmp_path / "whole")
+    lrs = [row["lr"] for row in history(tmp_path / "whole")]
+    assert lrs == pytest.approx([1e-3 * (small / base) ** 0.5] * 2 + [1e-3])
+    assert fit(task_for(normalized, **train), tmp_path / "split", stop_after_epoch=2)["stop_reason"] == "paused"
+    fit(task_for(normalized, **train), tmp_path / "split")
+    assert history(tmp_path / "split") == history(tmp_path / "whole")
+
+    unscaled = fit(task_for(normalized, **train, batch_lr_scaling="none"), tmp_path / "unscaled")
+    assert unscaled["epochs"] == 3 and {r["lr"] for r in history(tmp_path / "unscaled")} == {1e-3}
+
+
+def test_a_quick_run_trains_on_the_same_fixed_share_every_epoch(normalized, tmp_path):
+    family = normalized[0]
+    task, again = task_for(normalized, quick=0.5), task_for(normalized, quick=0.5)
+    if family == "hw1p2":
+        store = task.train_windows.store
+        seen = [set(np.concatenate(task.plan(e)).tolist()) for e in (1, 2)]
+        utterances = {int(np.searchsorted(store.offsets, f, side="right") - 1) for f in seen[0]}
+        assert seen[0] == seen[1] == set(again.train_windows.order(1, again.cfg.seed, among=again.among).tolist())
+    else:
+        store = task.train_store
+        seen = [set(i for b in task.plan(e) for i in b) for e in (1, 2)]
+        utterances = seen[0]
+        assert seen[0] == seen[1] == set(i for b in again.plan(1) for i in b)
+    assert len(utterances) == round(len(store) * 0.5)
+    metrics = fit(task_for(normalized, quick=0.5, epochs=1), tmp_path)
+    assert metrics["quick"] == 0.5 and metrics["epochs"] == 1

@@ -60,15 +60,22 @@ class FrameWindows:
     def labels(self, frames: np.ndarray) -> np.ndarray:
         return np.asarray(self.store.labels_array[np.asarray(frames, dtype=np.int64)])
 
-    def order(self, epoch: int, seed: int, subset: float = 1.0, shuffle: bool = True) -> np.ndarray:
-        """This epoch's frame order: a seeded permutation (a different one each epoch), optionally a subset."""
+    def order(self, epoch: int, seed: int, subset: float = 1.0, shuffle: bool = True,
+              among: np.ndarray | None = None) -> np.ndarray:
+        """This epoch's frame order: a seeded permutation (a different one each epoch), optionally a subset; `among`
+        restricts it to those frames (a quick run's utterances)."""
         if not 0.0 < subset <= 1.0:
             raise ValueError(f"subset must be in (0, 1], got {subset}")
+        frames = np.arange(len(self)) if among is None else np.asarray(among)
         if not shuffle:
-            return np.arange(len(self))
+            return frames
         rng = np.random.default_rng([seed, epoch])
-        count = max(1, round(len(self) * subset))
-        return rng.permutation(len(self))[:count]
+        return frames[rng.permutation(len(frames))[: max(1, round(len(frames) * subset))]]
+
+    def utterance_frames(self, utterances: np.ndarray) -> np.ndarray:
+        """The frame indices of these utterances, in order."""
+        return np.concatenate([np.arange(self.offsets[u], self.offsets[u + 1]) for u in utterances]
+                              or [np.zeros(0, dtype=np.int64)])
 
     def batches(self, batch_size: int, epoch: int = 0, seed: int = 0, subset: float = 1.0,
                 shuffle: bool = True, with_labels: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:

@@ -15,6 +15,7 @@ from pipeline.training.checkpoints import CheckpointError, load_checkpoint
 ARCHS = {
     "mlp": "pipeline.models.mlp",
     "ctc_rnn": "pipeline.models.ctc_rnn",
+    "dilated_conv": "pipeline.models.dilated_conv",
     "las": "pipeline.models.las",
     "transformer": "pipeline.models.transformer",
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.engine import Stage, StageRun
 from pipeline.tasks.profiles import Profile
-from pipeline.tasks.train_recipe import budget_label
+from pipeline.tasks.train_recipe import run_label
 
 
 def params(profile: Profile, recipe: dict) -> dict:
@@ -19,8 +19,13 @@ def params(profile: Profile, recipe: dict) -> dict:
 
 def label(params: dict) -> str:
     m, t = params["model"], params["train"]
-    return (f"{m['embed']}{m['embed_channels']}x{m['embed_layers']}-ds{m['downsample']}"
-            f"-lstm{m['lstm_layers']}x{m['lstm_hidden']}-e{t['epochs']}{budget_label(t)}")
+    if m["arch"] == "dilated_conv":
+        shape = (f"dil{m['max_dilation']}x{m['num_stacks']}-c{m['channels']}{'-bn' if m['batchnorm'] else ''}"
+                 f"-ss{m['subsample']}")
+    else:
+        shape = (f"{m['embed']}{m['embed_channels']}x{m['embed_layers']}-ds{m['downsample']}"
+                 f"-lstm{m['lstm_layers']}x{m['lstm_hidden']}")
+    return f"{shape}-e{t['epochs']}{run_label(t)}"
 
 
 def run(run: StageRun) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pipeline.engine import Stage, StageRun
 from pipeline.tasks.frames_recipe import resolve_model
 from pipeline.tasks.profiles import Profile
-from pipeline.tasks.train_recipe import budget_label
+from pipeline.tasks.train_recipe import run_label
 
 
 def params(profile: Profile, recipe: dict) -> dict:
@@ -22,7 +22,7 @@ def params(profile: Profile, recipe: dict) -> dict:
 
 def label(params: dict) -> str:
     m, t = params["model"], params["train"]
-    return f"{m['archetype']}{m['num_layers']}x{m['width']}-c{m['context']}-e{t['epochs']}{budget_label(t)}"
+    return f"{m['archetype']}{m['num_layers']}x{m['width']}-c{m['context']}-e{t['epochs']}{run_label(t)}"
 
 
 def run(run: StageRun) -> dict:

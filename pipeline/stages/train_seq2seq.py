@@ -10,7 +10,7 @@ from __future__ import annotations
 from pipeline.engine import Stage, StageRun
 from pipeline.tasks.seq2seq_recipe import output_symbols, special_tokens
 from pipeline.tasks.profiles import Profile
-from pipeline.tasks.train_recipe import budget_label
+from pipeline.tasks.train_recipe import run_label
 
 
 def params(profile: Profile, recipe: dict) -> dict:
@@ -26,7 +26,7 @@ def label(params: dict) -> str:
         shape = f"las{m['listener_hidden']}-p{m['pblstm_layers']}-h{m['attention_heads']}-sp{m['speller_hidden']}"
     else:
         shape = f"tf{m['d_model']}-e{m['encoder_layers']}d{m['decoder_layers']}-ctc{t['ctc_weight']:g}"
-    return f"{shape}-e{t['epochs']}{budget_label(t)}"
+    return f"{shape}-e{t['epochs']}{run_label(t)}"
 
 
 def run(run: StageRun) -> dict:

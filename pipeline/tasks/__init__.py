@@ -3,7 +3,7 @@
     family  kind     labels    archs (pipeline/models/)   made of
     hw1p2   frames   frame     mlp                        stages/train_frames.py, decode_frames.py,
                                                           tasks/frames_recipe.py, training/frames.py
-    hw3p2   ctc      sequence  ctc_rnn                    … train_ctc, decode_ctc, ctc_recipe, training/ctc.py
+    hw3p2   ctc      sequence  ctc_rnn, dilated_conv      … train_ctc, decode_ctc, ctc_recipe, training/ctc.py
     hw4p2   seq2seq  sequence  las, transformer           … train_seq2seq, decode_seq2seq, seq2seq_recipe, …
 
 Every family shares download → normalize → train → select → decode → csv → submit; the `kind` names its own
@@ -36,7 +36,7 @@ class Family:
 
 FAMILIES = {f.name: f for f in (
     Family("hw1p2", "frames", "frame", ("mlp",)),
-    Family("hw3p2", "ctc", "sequence", ("ctc_rnn",)),
+    Family("hw3p2", "ctc", "sequence", ("ctc_rnn", "dilated_conv")),
     Family("hw4p2", "seq2seq", "sequence", ("las", "transformer")),
 )}
 

@@ -10,12 +10,11 @@ Torch-free, like ctc_recipe, so reading a recipe stays fast. The model section i
 """
 from __future__ import annotations
 
-import difflib
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.tasks.archs import arch_section
 from pipeline.tasks.train_recipe import SchedulerConfig, SpecAugmentConfig, TrainConfig
 
 # ---- vocabulary -------------------------------------------------------------------------------------------------
@@ -117,48 +116,7 @@ ARCHS = {"las": LASConfig, "transformer": TransformerConfig}
 PROFILE_KEYS = tuple(_Model.model_fields)  # input width and vocabulary: the train stage takes them from the profile
 
 
-class Seq2SeqModelConfig(RootModel[Annotated[Union[LASConfig, TransformerConfig], Field(discriminator="arch")]]):
-    """`model:` is LAS or Transformer by its `arch` key; errors name the key as the user wrote it."""
-
-    @classmethod
-    def model_validate(cls, obj, *args, **kwargs):
-        given = [key for key in PROFILE_KEYS if isinstance(obj, dict) and key in obj]
-        if given:  # the train stage fills these from the profile: a recipe value would be silently replaced
-            custom = PydanticCustomError("value_error", "{key} is set from the competition profile (feature dim, "
-                                         "vocabulary); remove model.{key} from the recipe", {"key": given[0]})
-            raise ValidationError.from_exception_data("model", [{"type": custom, "loc": (given[0],),
-                                                                  "input": obj[given[0]]}])
-        if isinstance(obj, dict) and "arch" not in obj:
-            obj = {**obj, "arch": "las"}
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as exc:
-            raise _without_arch_tag(exc, obj) from None
-
-    def model_dump(self, **kwargs) -> dict:
-        """The section as a recipe holds it: without the profile's keys, so a resolved recipe validates again."""
-        return {k: v for k, v in super().model_dump(**kwargs).items() if k not in PROFILE_KEYS}
-
-
-def _without_arch_tag(exc: ValidationError, obj) -> ValidationError:
-    """pydantic puts the union tag into the error location (model.las.x); report model.x with a did-you-mean."""
-    error = exc.errors()[0]
-    loc = error["loc"]
-    arch = obj.get("arch") if isinstance(obj, dict) else None
-    if loc and loc[0] in ARCHS:
-        loc = loc[1:]
-    if not loc and error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        custom = PydanticCustomError("value_error", "arch must be one of: {known}", {"known": ", ".join(ARCHS)})
-        return ValidationError.from_exception_data("model", [{"type": custom, "loc": ("arch",), "input": arch}])
-    if error["type"] == "extra_forbidden" and arch in ARCHS:
-        fields = list(ARCHS[arch].model_fields)
-        close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-        hint = f"did you mean model.{close[0]}?" if close else f"valid for {arch}: {', '.join(fields)}"
-        custom = PydanticCustomError("value_error", "unknown key for arch {arch} ({hint})",
-                                     {"arch": arch, "hint": hint})
-        return ValidationError.from_exception_data("model", [{"type": custom, "loc": loc, "input": error["input"]}])
-    return ValidationError.from_exception_data(
-        "model", [{"type": error["type"], "loc": loc, "input": error["input"], **({"ctx": error["ctx"]} if "ctx" in error else {})}])
+Seq2SeqModelConfig = arch_section(ARCHS, default="las", profile_keys=PROFILE_KEYS, facts="feature dim, vocabulary")
 
 
 # ---- training -----------------------------------------------------------------------------------------------------
@@ -215,6 +173,13 @@ class Seq2SeqTrainConfig(TrainConfig):
     specaugment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
     attention_plots: int = 3                  # dev utterances plotted (PNG) at each evaluated epoch; 0 = none
     eval_max_length: int = 600                # greedy dev decode stops here (characters)
+
+    @model_validator(mode="after")
+    def _no_batch_schedule(self) -> "Seq2SeqTrainConfig":
+        if self.batch_schedule is not None:  # its batches grow to frame and token budgets, not to a count
+            raise ValueError("batch_schedule is for hw1p2/hw3p2; hw4p2 batches are bounded by max_frames_per_batch "
+                             "and max_tokens_per_batch: change those instead")
+        return self
 
 
 class Seq2SeqDecodeConfig(BaseModel):

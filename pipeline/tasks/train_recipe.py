@@ -66,14 +66,45 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = Field(None, gt=0.0)   # wall-clock budget: stop after the epoch that crosses it
     seed: int = 11785
     num_workers: int = Field(0, ge=0)
+    # a quick ablation (`--quick`): train on this fixed fraction of the training utterances, the same ones every
+    # epoch and every run with the same seed; None = all of them
+    quick: float | None = Field(None, gt=0.0, le=1.0)
+    # [[epoch, batch size], ...]: from that epoch on (0-based: [0, 32] is the first epoch) batches of that size;
+    # before the first entry, the family's batch size. seed 003: large batches first, then fine-tune on small ones
+    batch_schedule: list[tuple[int, int]] | None = None
+    # the LR at batch size B is lr · sqrt(B / the family's batch size) (seed 003's √C rule), or lr unchanged
+    batch_lr_scaling: Literal["sqrt", "none"] = "sqrt"
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov needs optimizer sgd with momentum > 0")
+        if self.batch_schedule is not None:
+            starts = [epoch for epoch, _ in self.batch_schedule]
+            if not starts or starts != sorted(set(starts)) or starts[0] < 0:
+                raise ValueError(f"batch_schedule must list [epoch, batch size] pairs with increasing epochs from 0 "
+                                 f"(got {self.batch_schedule})")
+            if any(size < 1 for _, size in self.batch_schedule):
+                raise ValueError(f"batch_schedule: batch sizes must be >= 1 (got {self.batch_schedule})")
         return self
 
+    def batch_size_at(self, epoch: int, base: int) -> int:
+        """The batch size of 1-based `epoch` when the family's own batch size is `base`."""
+        size = base
+        for start, scheduled in self.batch_schedule or ():
+            if epoch - 1 >= start:
+                size = scheduled
+        return size
 
-def budget_label(train: dict) -> str:
-    """The train output folder's name shows a time budget: a budget-stopped run is its own artifact."""
-    return f"-t{train['max_minutes']:g}m" if train.get("max_minutes") else ""
+    def lr_factor(self, epoch: int, base: int) -> float:
+        """What the batch schedule multiplies the scheduled LR by in 1-based `epoch`."""
+        if self.batch_lr_scaling == "none":
+            return 1.0
+        return (self.batch_size_at(epoch, base) / base) ** 0.5
+
+
+def run_label(train: dict) -> str:
+    """What the train output folder's name adds after the epochs: a time budget (a budget-stopped run is its own
+    artifact) and a quick ablation's fraction, so that neither ever looks like, or shadows, a full run."""
+    budget = f"-t{train['max_minutes']:g}m" if train.get("max_minutes") else ""
+    return budget + (f"-quick{train['quick']:g}" if train.get("quick") else "")

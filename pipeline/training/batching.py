@@ -42,8 +42,23 @@ def cut_batches(order, frames: np.ndarray, max_batch: int, max_frames: int | Non
     return batches
 
 
+def quick_subset(count: int, fraction: float | None, seed: int) -> np.ndarray | None:
+    """The fixed share of `count` items a quick run trains on (train.quick): the same ones for every epoch and for
+    every run with this seed, sorted; None when the run uses everything."""
+    if fraction is None or fraction >= 1.0:
+        return None
+    keep = max(1, round(count * fraction))
+    return np.sort(np.random.default_rng([seed, 1_000_003]).permutation(count)[:keep])
+
+
 def epoch_batches(frames, max_batch: int, max_frames: int | None = None, tokens=None, max_tokens: int | None = None,
-                  seed: int = 0, epoch: int = 0, shuffle: bool = True) -> list[list[int]]:
+                  seed: int = 0, epoch: int = 0, shuffle: bool = True, among: np.ndarray | None = None
+                  ) -> list[list[int]]:
+    """This epoch's batches of utterance indices; `among` restricts them to those utterances (a quick subset)."""
+    if among is not None:
+        inner = epoch_batches(np.asarray(frames)[among], max_batch, max_frames,
+                              None if tokens is None else np.asarray(tokens)[among], max_tokens, seed, epoch, shuffle)
+        return [[int(among[i]) for i in batch] for batch in inner]
     frames = np.asarray(frames)
     tokens = None if tokens is None else np.asarray(tokens)
     budgets = (max_batch, max_frames, tokens, max_tokens)
@@ -87,12 +102,15 @@ class UtteranceDataset(Dataset):
         return x, y
 
 
-def collate_padded(batch: list[tuple[torch.Tensor, torch.Tensor]]):
-    """→ x (B, T, F) zero-padded, y (B, L) zero-padded, x_lengths (B,), y_lengths (B,)."""
+def collate_padded(batch: list[tuple[torch.Tensor, torch.Tensor]], pad_to: int | None = None):
+    """→ x (B, T, F) zero-padded (to T = pad_to frames when given), y (B, L) zero-padded, x_lengths, y_lengths."""
     xs, ys = zip(*batch)
     x_lengths = torch.tensor([len(x) for x in xs], dtype=torch.long)
     y_lengths = torch.tensor([len(y) for y in ys], dtype=torch.long)
-    return pad_sequence(xs, batch_first=True), pad_sequence(ys, batch_first=True), x_lengths, y_lengths
+    x = pad_sequence(xs, batch_first=True)
+    if pad_to is not None and pad_to > x.shape[1]:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad_to - x.shape[1]))
+    return x, pad_sequence(ys, batch_first=True), x_lengths, y_lengths
 
 
 class Seq2SeqCollate:

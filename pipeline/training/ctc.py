@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from torch.utils.data import DataLoader
 from pipeline.data.store import FeatureStore, open_store
 from pipeline.decoding.ctc_greedy import greedy_decode
 from pipeline.decoding.metrics import levenshtein_mean
-from pipeline.tasks.ctc_recipe import CTCRNNConfig, CTCTrainConfig
-from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches
+from pipeline.tasks.ctc_recipe import ARCHS, CTCTrainConfig
+from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches, quick_subset
 from pipeline.training.loop import Runtime, TrainTask, check_store
 from pipeline.training.specaugment import spec_augment
 
@@ -34,32 +35,52 @@ def as_string(indices) -> str:
 
 
 class CTCTask(TrainTask):
-    arch, metric, direction, tag = "ctc_rnn", "dev_lev", "min", "lev"
+    metric, direction, tag = "dev_lev", "min", "lev"
 
-    def __init__(self, model_cfg: CTCRNNConfig, cfg: CTCTrainConfig, train_store, dev_store):
+    def __init__(self, model_cfg, cfg: CTCTrainConfig, train_store, dev_store):
         super().__init__(model_cfg, cfg)
+        self.arch = model_cfg.arch
         self.train_store, self.dev_store = open_store(train_store), open_store(dev_store)
         for store in (self.train_store, self.dev_store):
             check_store(store, model_cfg.input_dim, model_cfg.num_classes)
+        self.subset = quick_subset(len(self.train_store), cfg.quick, cfg.seed)
         self.plans: dict[int, list] = {}
+        self.model_facts: dict = {}
 
     def build_model(self):
+        if self.arch == "dilated_conv":
+            from pipeline.models.dilated_conv import DilatedConvCTC
+
+            model = DilatedConvCTC(self.model_cfg)
+            self.model_facts = model.describe()
+            return model
         from pipeline.models.ctc_rnn import CTCRNN
 
         return CTCRNN(self.model_cfg)
 
     def describe(self, n_params: int) -> str:
-        return f"{n_params:,} parameters, {len(self.train_store)} train / {len(self.dev_store)} dev utterances"
+        used = len(self.train_store) if self.subset is None else f"{len(self.subset)} of {len(self.train_store)}"
+        facts = self.model_facts
+        field = (f", receptive field {facts['receptive_field_frames']} frames ({facts['receptive_field_ms']:g} ms)"
+                 if facts else "")
+        return f"{self.arch}, {n_params:,} parameters{field}, {used} train / {len(self.dev_store)} dev utterances"
 
     def plan(self, epoch: int) -> list:
         if epoch not in self.plans:
-            self.plans[epoch] = epoch_batches(self.train_store.lengths, self.cfg.batch_size,
-                                              self.cfg.max_frames_per_batch, seed=self.cfg.seed, epoch=epoch)
+            cfg = self.cfg
+            self.plans[epoch] = epoch_batches(self.train_store.lengths, cfg.batch_size_at(epoch, cfg.batch_size),
+                                              cfg.max_frames_per_batch, seed=cfg.seed, epoch=epoch, among=self.subset)
         return self.plans[epoch]
 
+    def collate(self, store):
+        """Pads each batch to its longest utterance, or (train.padding fixed) to the split's longest."""
+        fixed = self.cfg.padding == "fixed" and len(store)
+        return partial(collate_padded, pad_to=int(np.max(store.lengths)) if fixed else None)
+
     def load(self, batches: list, rt: Runtime):
-        return DataLoader(UtteranceDataset(self.train_store), batch_sampler=batches, collate_fn=collate_padded,
-                          num_workers=self.cfg.num_workers, pin_memory=rt.cuda)
+        return DataLoader(UtteranceDataset(self.train_store), batch_sampler=batches,
+                          collate_fn=self.collate(self.train_store), num_workers=self.cfg.num_workers,
+                          pin_memory=rt.cuda)
 
     def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
         x, y, x_lengths, y_lengths = batch
@@ -71,7 +92,8 @@ class CTCTask(TrainTask):
     @torch.no_grad()
     def evaluate(self, model, rt: Runtime, epoch: int, out_dir: Path) -> dict:
         batches = epoch_batches(self.dev_store.lengths, self.cfg.eval_batch_size, shuffle=False)
-        loader = DataLoader(UtteranceDataset(self.dev_store), batch_sampler=batches, collate_fn=collate_padded,
+        loader = DataLoader(UtteranceDataset(self.dev_store), batch_sampler=batches,
+                            collate_fn=self.collate(self.dev_store),
                             num_workers=self.cfg.num_workers, pin_memory=rt.cuda)
         losses, refs, hyps = [], [], []
         for batch in loader:
@@ -85,7 +107,7 @@ class CTCTask(TrainTask):
 
     def final_metrics(self) -> dict:
         # an empty hypothesis costs the target length: the score of a model that learned nothing
-        return {"dev_blank_lev": float(np.mean(np.diff(self.dev_store.label_offsets)))}
+        return {"dev_blank_lev": float(np.mean(np.diff(self.dev_store.label_offsets))), **self.model_facts}
 
 
 def make_task(params: dict, normalized: str, **_) -> CTCTask:
@@ -95,5 +117,7 @@ def make_task(params: dict, normalized: str, **_) -> CTCTask:
     if train_store.dim != params["model"]["input_dim"]:
         print(f"features are {train_store.dim}-d in the data (the profile declares {params['model']['input_dim']}): "
               f"the model takes {train_store.dim}", flush=True)
-    return CTCTask(CTCRNNConfig(**{**params["model"], "input_dim": train_store.dim}), CTCTrainConfig(**params["train"]),
+    model = params["model"]
+    return CTCTask(ARCHS[model.get("arch", "ctc_rnn")](**{**model, "input_dim": train_store.dim}),
+                   CTCTrainConfig(**params["train"]),
                    train_store, FeatureStore.open(Path(normalized) / "dev"))

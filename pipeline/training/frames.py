@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pipeline.data.frames import FrameWindows, prefetched
 from pipeline.data.store import FeatureStore, open_store
 from pipeline.tasks.frames_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
+from pipeline.training.batching import quick_subset
 from pipeline.training.loop import Runtime, TrainTask, check_store
 from pipeline.training.specaugment import spec_augment
 
@@ -49,7 +50,10 @@ class FramesTask(TrainTask):
             check_store(store, model_cfg.input_dim, model_cfg.num_classes, label_kind="frame")
         self.train_windows = FrameWindows(train_store, model_cfg.context, data_cfg.padding)
         self.dev_windows = FrameWindows(dev_store, model_cfg.context, data_cfg.padding)
-        self.frames_per_epoch = max(1, round(len(self.train_windows) * data_cfg.subset))  # as order() draws them
+        utterances = quick_subset(len(train_store), cfg.quick, cfg.seed)
+        self.among = None if utterances is None else self.train_windows.utterance_frames(utterances)
+        usable = len(self.train_windows) if self.among is None else len(self.among)
+        self.frames_per_epoch = max(1, round(usable * data_cfg.subset))  # as order() draws them
         self.correct = self.seen = 0
 
     def build_model(self):
@@ -66,11 +70,12 @@ class FramesTask(TrainTask):
                 f"MACs/frame, {self.frames_per_epoch:,} train / {len(self.dev_windows):,} dev frames")
 
     def plan(self, epoch: int) -> list:
-        order = self.train_windows.order(epoch, self.cfg.seed, self.data_cfg.subset)
-        return [np.sort(order[i : i + self.cfg.batch_size]) for i in range(0, len(order), self.cfg.batch_size)]
+        order = self.train_windows.order(epoch, self.cfg.seed, self.data_cfg.subset, among=self.among)
+        size = self.cfg.batch_size_at(epoch, self.cfg.batch_size)
+        return [np.sort(order[i : i + size]) for i in range(0, len(order), size)]
 
     def steps(self, epoch: int, world_size: int) -> int:
-        return math.ceil(self.frames_per_epoch / self.cfg.batch_size) // world_size
+        return math.ceil(self.frames_per_epoch / self.cfg.batch_size_at(epoch, self.cfg.batch_size)) // world_size
 
     def load(self, batches: list, rt: Runtime):
         gathered = ((self.train_windows.gather(f), self.train_windows.labels(f)) for f in batches)

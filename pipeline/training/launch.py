@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+RUN_RECORD = "run.json"
 
 def make(factory: str, task_args: dict):
     module, _, function = factory.partition(":")
@@ -76,11 +77,28 @@ def train_stage(run, factory: str, **task_args) -> dict:
 
     normalize = run.inputs["normalize"]
     write_json_atomic(run.out / "normalization.json", normalization_record(normalize))
+    record_run(run)
     return run_training(factory, {"params": run.params, "normalized": str(normalize.dir), **task_args}, run.out,
                         nproc=int(run.options.get("nproc") or 1), tracking=run.options.get("wandb") or "auto",
                         run_name=f"{run.profile.name}-{run.out.name}",
                         run_config={"competition": run.profile.name, "params": run.params, "keys": run.keys},
                         progress=bool(run.options.get("progress", True)), on_epoch=run.options.get("on_epoch"))
+
+
+def record_run(run) -> None:
+    """run.json: how this train run was asked for (`asrpipe runs` reads it, also for a run that never finished);
+    the loop adds what it trains (metric, direction, arch). A resumed run keeps its first start time and note."""
+    import time
+
+    from pipeline.files import update_json_atomic
+
+    path = run.out / RUN_RECORD
+    first = json.loads(path.read_text()) if path.exists() else {}
+    update_json_atomic(path, competition=run.profile.name, family=run.profile.family,
+                       config=run.options.get("config"), overrides=list(run.options.get("overrides") or ()),
+                       note=run.options.get("note") or first.get("note"), quick=run.params["train"].get("quick"),
+                       params=run.params, keys=run.keys, command=run.command,
+                       started=first.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 def normalization_record(normalize) -> dict:

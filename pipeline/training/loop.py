@@ -11,6 +11,7 @@ that may stop the run, W&B, the progress UI, history.json and metrics.json.
 out_dir/
     checkpoints/last.pt                        every epoch: model + optimizer/schedule/scaler/RNG/family state
     checkpoints/epochNNN-<tag><value>.pt       top-k by the dev metric and the last keep_last epochs; index.json
+    run.json        what is trained (metric, direction, arch, parameters); the train stage adds how it was asked
     history.json    per epoch: train_loss, the family's extra columns, dev_loss, <metric>, lr, seconds
     metrics.json    what train() returns (rank 0); `stop_reason` says why the loop ended:
                     completed | early_stopping | max_minutes | callback (and paused, for stop_after_epoch)
@@ -29,10 +30,11 @@ import torch
 import torch.distributed as torch_dist
 
 from pipeline.errors import AsrpipeError
+from pipeline.files import update_json_atomic
 from pipeline.progress import EpochConsole
 from pipeline.tasks.train_recipe import TrainConfig
 from pipeline.training.checkpoints import TopKKeeper, atomic_write_json, model_checkpoint, resume_from_last, save_last
-from pipeline.training.optim import Schedule, build_optimizer
+from pipeline.training.optim import Schedule, build_optimizer, scaled_lr
 from pipeline.training.tracking import Tracker
 
 # What an epoch callback returns: falsy to go on; True or a short reason to stop after this epoch.
@@ -144,6 +146,10 @@ class TrainTask:
     def describe(self, n_params: int) -> str:
         return f"{n_params:,} parameters"
 
+    def lr_scale(self, epoch: int) -> float:
+        """What the batch schedule (train.batch_schedule) multiplies the scheduled LR by in this epoch."""
+        return self.cfg.lr_factor(epoch, self.cfg.batch_size) if self.cfg.batch_schedule else 1.0
+
     def start_epoch(self, epoch: int) -> None:
         pass
 
@@ -197,6 +203,9 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
     keeper = (TopKKeeper(ckpt_dir, cfg.keep_top_k, cfg.keep_last, metric=task.metric, direction=task.direction,
                          tag=task.tag) if rt.is_main else None)
 
+    if rt.is_main:
+        update_json_atomic(out_dir / "run.json", metric=task.metric, direction=task.direction, arch=task.arch,
+                           params_count=n_params, epochs_planned=cfg.epochs)
     history, start_epoch, train_seconds, wandb_id, stop_reason = [], 1, 0.0, None, None
     rt.barrier()
     last = resume_from_last(ckpt_dir / "last.pt", task.model_cfg, model, optimizer, schedule, scaler)
@@ -272,6 +281,7 @@ def run_epoch(task: TrainTask, net, model, optimizer, scaler, schedule: Schedule
     net.train()
     task.start_epoch(epoch)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch * 10 + rt.rank)
+    lr_scale = task.lr_scale(epoch)
     batches = shard(task.plan(epoch), rt.rank, rt.world_size)
     console.start_epoch(epoch, len(batches))
     losses = []
@@ -286,7 +296,8 @@ def run_epoch(task: TrainTask, net, model, optimizer, scaler, schedule: Schedule
         if cfg.grad_clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
+        with scaled_lr(optimizer, lr_scale):
+            scaler.step(optimizer)
         scaler.update()
         schedule.step_batch()
         losses.append(loss.item())
@@ -306,7 +317,7 @@ def run_epoch(task: TrainTask, net, model, optimizer, scaler, schedule: Schedule
     dev = rt.broadcast(dev)
     examples = dev.pop("examples", [])
     row = {"epoch": epoch, "train_loss": train_loss, **task.epoch_row(), **dev,
-           "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)}
+           "lr": optimizer.param_groups[0]["lr"] * lr_scale, "seconds": round(time.time() - t0, 2)}
     schedule.step_epoch(row[task.metric])
     task.end_epoch(row)
     return row, examples
@@ -386,5 +397,6 @@ def final_metrics(task: TrainTask, history: list[dict], keeper: TopKKeeper | Non
         "device": rt.device.type,
         "amp": str(rt.amp).replace("torch.", "") if rt.amp else None,
         "world_size": rt.world_size,
+        "quick": task.cfg.quick,
         **task.final_metrics(),
     }

@@ -13,6 +13,8 @@ step and exponential count the epochs after the warmup; plateau judges every eva
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LinearLR, ReduceLROnPlateau, StepLR
 
@@ -83,3 +85,20 @@ class Schedule:
             self.warmup.load_state_dict(state["warmup"])
         if self.main:
             self.main.load_state_dict(state["main"])
+
+
+@contextmanager
+def scaled_lr(optimizer: torch.optim.Optimizer, factor: float):
+    """Step with every group's LR times `factor` (the batch schedule's √C rule), then put the scheduled LR back:
+    the schedulers keep their own curve, and a resumed run recomputes the factor from the epoch."""
+    if factor == 1.0:
+        yield
+        return
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr

@@ -20,7 +20,7 @@ from pipeline.decoding.attention_search import greedy_search, to_text
 from pipeline.decoding.metrics import score
 from pipeline.tasks.seq2seq_recipe import ARCHS, Seq2SeqTrainConfig
 from pipeline.training.attention_plots import plot_dev_attention
-from pipeline.training.batching import Seq2SeqCollate, UtteranceDataset, epoch_batches, oversized
+from pipeline.training.batching import Seq2SeqCollate, UtteranceDataset, epoch_batches, oversized, quick_subset
 from pipeline.training.loop import Runtime, TrainingError, TrainTask, check_store
 from pipeline.training.specaugment import spec_augment
 from pipeline.training.teacher_forcing import next_rate
@@ -94,6 +94,7 @@ class Seq2SeqTask(TrainTask):
         self.tf_rate = cfg.teacher_forcing.start
         self.guided_weight = 0.0
         self.plans: dict[int, list] = {}
+        self.subset = quick_subset(len(self.train_store), cfg.quick, cfg.seed)
 
     def build_model(self):
         if self.model_cfg.arch == "las":
@@ -108,7 +109,8 @@ class Seq2SeqTask(TrainTask):
         cfg, store = self.cfg, self.train_store
         alone = oversized(store.lengths, np.diff(store.label_offsets) + 1, cfg.max_frames_per_batch,
                           cfg.max_tokens_per_batch)
-        return (f"{self.model_cfg.arch}, {n_params:,} parameters, {len(store)} train / {len(self.dev_store)} dev "
+        used = len(store) if self.subset is None else f"{len(self.subset)} of {len(store)}"
+        return (f"{self.model_cfg.arch}, {n_params:,} parameters, {used} train / {len(self.dev_store)} dev "
                 f"utterances" + (f"; {len(alone)} utterances exceed a batch budget and train alone" if alone else ""))
 
     def plan(self, epoch: int) -> list:
@@ -116,7 +118,7 @@ class Seq2SeqTask(TrainTask):
             cfg, store = self.cfg, self.train_store
             self.plans[epoch] = epoch_batches(store.lengths, cfg.max_batch_size, cfg.max_frames_per_batch,
                                               np.diff(store.label_offsets) + 1, cfg.max_tokens_per_batch,
-                                              seed=cfg.seed, epoch=epoch)
+                                              seed=cfg.seed, epoch=epoch, among=self.subset)
         return self.plans[epoch]
 
     def load(self, batches: list, rt: Runtime):
