@@ -13,6 +13,8 @@
     asrpipe leaderboard --task hw3p2                       # top of the public leaderboard and our rank
     asrpipe train --task demo-hw3p2 --config seed003-demo --quick   # one epoch on a subset: an ablation in minutes
     asrpipe runs --task demo-hw3p2 --format md --plot curves.png    # every train run, best first
+    asrpipe sweep run --task demo-hw1p2 --spec seed000-demo --trials 12 --workers 2   # Optuna; trials are cached runs
+    asrpipe sweep status --task demo-hw1p2 --name seed000-demo       # then `sweep best`: the best as a recipe YAML
 
 This module stays thin and imports nothing heavy at start-up (`asrpipe --help` never imports torch).
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from pipeline.build import build_pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Speech-recognition Kaggle competitions, staged and cached: download → normalize → train → "
@@ -69,23 +73,6 @@ Submissions = Annotated[Path, typer.Option("--submissions", envvar="ASRPIPE_SUBM
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(2)
-
-
-def build_pipeline(task: str, config: str | None, sets: list[str] | None, artifacts: Path, submissions: Path,
-                   data: Path | str | None = None, **options):
-    from pipeline.config import load_recipe
-    from pipeline.engine import Pipeline
-    from pipeline.stages.download import with_local_data
-    from pipeline.tasks import stages_for
-    from pipeline.tasks.profiles import resolve_profile
-
-    profile = with_local_data(resolve_profile(task), data, artifacts)  # --data, or the one remembered earlier
-    config_name = config or profile.default_config
-    recipe = load_recipe(profile.family, config_name, tuple(sets or ()))
-    options = {**options, "config": config_name, "overrides": list(sets or ())}
-    return Pipeline(profile, recipe, stages_for(profile.family), artifacts_root=artifacts,
-                    submissions_root=submissions, options=options, config_name=config_name,
-                    overrides=tuple(sets or ()))
 
 
 def with_quick(sets: list[str] | None, quick: bool, fraction: float) -> list[str]:
@@ -471,6 +458,148 @@ def competitions() -> None:
                       p.test_order or "sorted", ",".join(p.csv_columns), f"{p.metric} ({p.metric_direction})",
                       f"{p.param_limit:,}" if p.param_limit else "-", ", ".join(p.conflicts) or "-")
     Console(width=max(240, Console().width)).print(table)
+
+
+# ---- sweeps ---------------------------------------------------------------------------------------------------------
+
+sweep_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Hyperparameter sweeps on Optuna: W&B sweep YAML or a staged search; trials are "
+                             "ordinary cached train runs.")
+app.add_typer(sweep_app, name="sweep")
+SweepName = Annotated[Optional[str], typer.Option("--name", help="the sweep's name (default: the spec's)")]
+Storage = Annotated[Optional[str], typer.Option(
+    "--storage", help="an RDB URL (sqlite:///sweep.db, postgresql://user@host/db) that workers on several machines "
+                      "join; default: a journal file in artifacts/<competition>/sweeps/<name>/")]
+
+
+@sweep_app.command("run")
+def sweep_run(task: Task,
+              spec: Annotated[str, typer.Option("--spec", help="a named spec (pipeline/configs/<family>/sweeps/) or "
+                                                               "a W&B sweep / staged YAML file")],
+              name: SweepName = None, config: Config = None, sets: Sets = None,
+              trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="trials per stage (default: the "
+                                                                                    "spec's run_cap or grid)")] = None,
+              minutes: Annotated[Optional[float], typer.Option("--minutes", help="wall-clock budget per worker")] = None,
+              workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes on this machine")] = 1,
+              storage: Storage = None,
+              backend: Annotated[str, typer.Option("--backend", help="optuna | wandb (a real W&B sweep; online)")] = "optuna",
+              heartbeat: Annotated[int, typer.Option("--heartbeat", min=1, help="RDB storages: seconds between a "
+                                                                               "worker's heartbeats")] = 60,
+              wandb: Wandb = "auto", artifacts: Artifacts = Path("artifacts"),
+              submissions: Submissions = Path("submissions")) -> None:
+    """Run a sweep: every trial trains through the pipeline (cached by content), reports each epoch's dev metric,
+    and may be pruned; then the stage winners, the best recipe (best.yaml) and the plots."""
+
+    def go() -> None:
+        from pipeline.sweeps.study import prepare, run_workers, work
+
+        if backend not in ("optuna", "wandb"):
+            fail(f"--backend {backend}: expected optuna or wandb")
+        job = prepare(task, spec, name, config, list(sets or ()), artifacts, submissions, storage=storage,
+                      wandb=wandb, trials=trials, minutes=minutes, heartbeat=heartbeat)
+        if backend == "wandb":
+            from pipeline.sweeps.wandb_backend import run_agent
+
+            run_agent(job, count=trials)
+            return
+        if workers > 1:
+            failed = run_workers(job, workers)
+            if failed:
+                fail(f"{failed} of {workers} sweep workers failed (their lines above say why)")
+        else:
+            work(job, log=typer.echo)
+        report_sweep(job)
+
+    guarded(go)
+
+
+def report_sweep(job) -> None:
+    from pipeline.sweeps.report import winners, write_best, write_plots
+
+    found = winners(job)
+    if len(found) > 1 or job.stages != ["sweep"]:
+        typer.echo("stage winners:")
+        for w in found:
+            counts = ", ".join(f"{n} {s}" for s, n in w["counts"].items() if n)
+            typer.echo(f"  {w['stage']:<14} trial {w['trial']:<3} {job.metric} {w['value']:.4g}  "
+                       f"{' '.join(f'{k}={v}' for k, v in w['applied'].items())}  ({counts})")
+    elif found:
+        counts = ", ".join(f"{n} {s}" for s, n in found[0]["counts"].items() if n)
+        typer.echo(f"trials: {counts}")
+    path, last = write_best(job)
+    typer.echo(f"best: trial {last['trial']} ({last['stage']}), {job.metric} {last['value']:.4g} → {path}")
+    plots = write_plots(job)
+    if plots:
+        typer.echo(f"plots: {', '.join(str(p) for p in plots)}")
+
+
+def recorded_sweep(task: str, name: str, storage: str | None, artifacts: Path):
+    from pipeline.sweeps.study import recorded
+    from pipeline.tasks.profiles import resolve_profile
+
+    job = recorded(artifacts / resolve_profile(task).name / "sweeps" / name)
+    job.artifacts = str(artifacts)
+    if storage:
+        job.storage = storage
+    return job
+
+
+@sweep_app.command("status")
+def sweep_status(task: Task, name: Annotated[str, typer.Option("--name", help="the sweep's name")],
+                 storage: Storage = None,
+                 fmt: Annotated[str, typer.Option("--format", help="table | md | csv")] = "table",
+                 artifacts: Artifacts = Path("artifacts")) -> None:
+    """The sweep's trials: stage, number, state, parameters, dev metric, epochs, minutes, train folder."""
+
+    def show() -> None:
+        from pipeline.sweeps.report import trial_rows
+
+        if fmt not in ("table", "md", "csv"):
+            fail(f"--format {fmt}: expected table, md or csv")
+        job = recorded_sweep(task, name, storage, artifacts)
+        frame = trial_rows(job).rename(columns={"value": job.metric})
+        if fmt == "csv":
+            sys.stdout.write(frame.to_csv(index=False))
+        elif fmt == "md":
+            typer.echo(frame.to_markdown(index=False, floatfmt=".4g"))
+        else:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title=f"sweep {job.name} on {job.competition}: {len(frame)} trials")
+            for column in frame.columns:
+                table.add_column(column, overflow="fold")
+            for _, row in frame.iterrows():
+                table.add_row(*(_cell(row[c]) for c in frame.columns))
+            Console(width=max(160, Console().width)).print(table)
+
+    guarded(show)
+
+
+@sweep_app.command("best")
+def sweep_best(task: Task, name: Annotated[str, typer.Option("--name", help="the sweep's name")],
+               storage: Storage = None, artifacts: Artifacts = Path("artifacts")) -> None:
+    """Write the best configuration as a recipe YAML (`--config` takes it) and print its path."""
+
+    def go() -> None:
+        report_sweep(recorded_sweep(task, name, storage, artifacts))
+
+    guarded(go)
+
+
+@sweep_app.command("trial", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep_trial(ctx: typer.Context, task: Task, name: Annotated[str, typer.Option("--name")],
+                config: Config = None, sets: Sets = None, artifacts: Artifacts = Path("artifacts"),
+                submissions: Submissions = Path("submissions")) -> None:
+    """One trial for `wandb agent` (its ${args_no_equals}: --train.lr 0.001 ...): train with those values."""
+    from pipeline.sweeps.wandb_backend import agent_sets
+
+    try:
+        extra = agent_sets(ctx.args)
+    except ValueError as exc:
+        fail(str(exc))
+    run_stage("train", task, config, [*(sets or ()), *extra], False, artifacts, submissions, wandb="online",
+              group=name, note=f"W&B sweep {name}")
 
 
 def main() -> None:

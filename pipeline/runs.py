@@ -97,12 +97,13 @@ def _model(record: dict, params: dict, folder: str) -> str:
 def _state(run_dir: Path, manifest: dict | None, metrics: dict) -> str:
     if manifest is not None:
         reason = str(metrics.get("stop_reason") or "completed")
-        if reason.startswith("callback"):
-            return "pruned" if "prune" in reason else "stopped"
         return "complete" if reason == "completed" else reason
     if _locked(run_dir.with_name(run_dir.name + ".lock")):
         return "running"
-    return "paused" if metrics.get("stop_reason") == "paused" else "incomplete"
+    reason = str(metrics.get("stop_reason") or "")
+    if reason.startswith("callback"):  # stopped from outside; resumes when run again
+        return "pruned" if "prune" in reason else "stopped"
+    return "paused" if reason == "paused" else "incomplete"
 
 
 def _locked(lock: Path) -> bool:

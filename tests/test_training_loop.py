@@ -75,8 +75,11 @@ def test_the_epoch_callback_stops_the_run_and_the_records_say_so(normalized, tmp
     assert metrics["stop_reason"] == "callback: pruned by test"
     assert metrics["epochs"] == 2 and metrics["epochs_planned"] == 4
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
-    # a stopped run stays stopped: running it again trains no further epoch
-    assert fit(task_for(normalized, epochs=4), tmp_path)["epochs"] == 2
+    # stopped from outside (a sweep's pruner), it goes on when run again, to the same end as a straight run
+    resumed = fit(task_for(normalized, epochs=4), tmp_path)
+    assert resumed["epochs"] == 4 and resumed["stop_reason"] == "completed"
+    fit(task_for(normalized, epochs=4), tmp_path / "straight")
+    assert history(tmp_path) == history(tmp_path / "straight")
 
 
 def test_the_time_budget_stops_after_the_epoch_that_crosses_it(normalized, tmp_path):

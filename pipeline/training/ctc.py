@@ -110,6 +110,9 @@ class CTCTask(TrainTask):
         return {"dev_blank_lev": float(np.mean(np.diff(self.dev_store.label_offsets))), **self.model_facts}
 
 
+TASK = CTCTask  # what the family trains: its metric and direction (a sweep reads them)
+
+
 def make_task(params: dict, normalized: str, **_) -> CTCTask:
     """The task a train stage (or a torchrun worker) trains, from the stage's params and the normalize output.
     The model takes the feature dim normalize found in the data, which may differ from the profile's declared one."""

@@ -119,6 +119,9 @@ class FramesTask(TrainTask):
         return f"CUDA out of memory on a batch of {len(batch[0])} frames: lower train.batch_size"
 
 
+TASK = FramesTask  # what the family trains: its metric and direction (a sweep reads them)
+
+
 def make_task(params: dict, normalized: str, **_) -> FramesTask:
     normalized = Path(normalized)
     return FramesTask(MLPConfig(**params["model"]), FrameDataConfig(**params["data"]),

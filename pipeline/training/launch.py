@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.errors import AsrpipeError
+
 RUN_RECORD = "run.json"
 
 def make(factory: str, task_args: dict):
@@ -33,8 +35,6 @@ def run_training(factory: str, task_args: dict, out_dir: Path, *, nproc: int = 1
         return train(make(factory, task_args), out_dir, tracking=tracking, run_name=run_name, run_config=run_config,
                      progress=progress, on_epoch=on_epoch)
     if on_epoch is not None:
-        from pipeline.errors import AsrpipeError
-
         raise AsrpipeError("an epoch callback (a sweep's pruning) runs in this process only: train with --nproc 1")
     return launch_ddp(job, nproc)
 
@@ -71,6 +71,15 @@ def run_job(job_path: str) -> dict:
         dist.destroy_process_group()
 
 
+class StoppedByCallback(AsrpipeError):
+    """The epoch callback (a sweep's pruner) stopped the run: the stage is not complete, so no .done is written and
+    a later run of the same key, with or without a callback, resumes it instead of taking it for a finished one."""
+
+    def __init__(self, message: str, metrics: dict):
+        super().__init__(message)
+        self.metrics = metrics
+
+
 def train_stage(run, factory: str, **task_args) -> dict:
     """A train stage's run(): record the normalization the model expects, then train on the normalize output."""
     from pipeline.files import write_json_atomic
@@ -78,11 +87,16 @@ def train_stage(run, factory: str, **task_args) -> dict:
     normalize = run.inputs["normalize"]
     write_json_atomic(run.out / "normalization.json", normalization_record(normalize))
     record_run(run)
-    return run_training(factory, {"params": run.params, "normalized": str(normalize.dir), **task_args}, run.out,
-                        nproc=int(run.options.get("nproc") or 1), tracking=run.options.get("wandb") or "auto",
-                        run_name=f"{run.profile.name}-{run.out.name}",
-                        run_config={"competition": run.profile.name, "params": run.params, "keys": run.keys},
-                        progress=bool(run.options.get("progress", True)), on_epoch=run.options.get("on_epoch"))
+    metrics = run_training(factory, {"params": run.params, "normalized": str(normalize.dir), **task_args}, run.out,
+                           nproc=int(run.options.get("nproc") or 1), tracking=run.options.get("wandb") or "auto",
+                           run_name=f"{run.profile.name}-{run.out.name}",
+                           run_config={"competition": run.profile.name, "params": run.params, "keys": run.keys,
+                                       "group": run.options.get("group")},
+                           progress=bool(run.options.get("progress", True)), on_epoch=run.options.get("on_epoch"))
+    if str(metrics.get("stop_reason", "")).startswith("callback"):
+        raise StoppedByCallback(f"{run.out}: {metrics['stop_reason']} after epoch {metrics['epochs']}; the run "
+                                f"stays incomplete and goes on from there when run again", metrics)
+    return metrics
 
 
 def record_run(run) -> None:

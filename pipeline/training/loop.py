@@ -14,7 +14,8 @@ out_dir/
     run.json        what is trained (metric, direction, arch, parameters); the train stage adds how it was asked
     history.json    per epoch: train_loss, the family's extra columns, dev_loss, <metric>, lr, seconds
     metrics.json    what train() returns (rank 0); `stop_reason` says why the loop ended:
-                    completed | early_stopping | max_minutes | callback (and paused, for stop_after_epoch)
+                    completed | early_stopping | max_minutes | callback: … (and paused, for stop_after_epoch);
+                    a run stopped by its recipe stays stopped, one stopped by a callback or paused resumes
     wandb/          when tracking is not "off"
 """
 from __future__ import annotations
@@ -183,7 +184,8 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
     """Train (or resume from out_dir/checkpoints/last.pt) and return the final metrics.
 
     stop_after_epoch: end this invocation after that epoch, the run staying resumable (stop_reason "paused").
-    on_epoch: called on rank 0 with each epoch's history row; a truthy return stops the run after that epoch.
+    on_epoch: called on rank 0 with each epoch's history row; a truthy return stops the run after that epoch
+    (stop_reason "callback: …"); run again, it goes on from there, unlike a run stopped by its own recipe.
     """
     cfg = task.cfg
     rt = Runtime.detect(cfg)
@@ -215,6 +217,8 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
                                 f"resume with --nproc {last.get('world_size', 1)}, or --force to start over")
         history, start_epoch = last["history"], last["epoch"] + 1
         train_seconds, wandb_id, stop_reason = last["train_seconds"], last.get("wandb_id"), last.get("stop_reason")
+        if stop_reason and stop_reason.startswith("callback"):  # stopped from outside (a sweep's pruner): goes on
+            stop_reason = None
         task.load_state_dict(last.get("task_state", {}))
         if keeper:
             keeper.drop_after(last["epoch"])

@@ -183,6 +183,9 @@ class Seq2SeqTask(TrainTask):
         return {"dev_empty_dist": score(self.score_metric, refs, [""] * len(refs))}
 
 
+TASK = Seq2SeqTask  # what the family trains: its metric and direction (a sweep reads them)
+
+
 def make_task(params: dict, normalized: str, symbols: list[str], **_) -> Seq2SeqTask:
     normalized = Path(normalized)
     model_cfg = ARCHS[params["model"]["arch"]](**params["model"])

@@ -54,7 +54,7 @@ class Tracker:
 
         self.run = wandb.init(
             mode=self.mode, dir=str(out_dir), name=run_name, config=scrub_secrets(run_config),
-            id=resume_id, resume="allow" if resume_id else None,
+            id=resume_id, resume="allow" if resume_id else None, group=run_config.get("group"),
         )
         where = getattr(self.run, "dir", out_dir)
         hint = f"; upload later with: wandb sync {Path(where).parent}" if self.mode == "offline" else ""
