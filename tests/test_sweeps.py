@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from pipeline.sweeps.report import trial_rows, write_best
 from pipeline.sweeps.spec import Parameter, SpecError, load_spec
-from pipeline.sweeps.study import SweepJob, open_study, prepare, storage_for, work
+from pipeline.sweeps.study import STORAGE_ENV, SweepJob, masked, open_study, prepare, storage_for, work
 from pipeline.sweeps.wandb_backend import agent_command, agent_sets, run_agent, sweep_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def test_wandb_distributions_translate_to_optuna():
     log = Parameter(distribution="log_uniform", min=math.log(1e-4), max=math.log(1e-2))  # W&B: exponents
     assert 1e-4 <= log.sample(trial, "a") <= 1e-2
     assert Parameter(min=2, max=5).kind == "int_uniform" and isinstance(Parameter(min=2, max=5).sample(trial, "b"), int)
-    assert Parameter(min=0.0, max=0.5).kind == "uniform"
+    assert Parameter(min=0.0, max=0.5).kind == Parameter(min=0.0, max=1.0).kind == "uniform"
     q = Parameter(distribution="q_uniform", min=0, max=1, q=0.25).sample(trial, "c")
     assert q in (0.0, 0.25, 0.5, 0.75, 1.0)
     ql = Parameter(distribution="q_log_uniform_values", min=8, max=256, q=8).sample(trial, "d")
@@ -149,11 +149,12 @@ RANDOM_LR = {"method": "random", "metric": {"name": "dev_lev", "goal": "minimize
                             "train.quick": {"value": 0.25}}}
 
 
-def worker(job: SweepJob, number: int, **env) -> subprocess.Popen:
+def worker(job: SweepJob, number: int) -> subprocess.Popen:
+    """A worker process as `sweep run --workers N` starts it: the job file, the storage URL in the environment."""
     path = job.folder / f"test-worker{number}.json"
-    path.write_text(json.dumps({**asdict(job), "worker": number}))
-    return subprocess.Popen([sys.executable, "-m", "pipeline.sweeps.study", str(path)], cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+    path.write_text(json.dumps({**asdict(job), "storage": masked(job.storage), "worker": number}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({STORAGE_ENV: job.storage} if job.storage else {})}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.sweeps.study", str(path)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -313,4 +314,28 @@ def test_two_machines_join_one_study_on_a_real_postgresql_server(tmp_path, postg
     roots = {Path(t.user_attrs["train_dir"]).parents[2].name for t in done}
     assert roots == {"machine0", "machine1"}
     saved = json.loads((jobs[0].folder / "sweep.json").read_text())["storage"]
-    assert saved == postgres  # no password in this URL; one with a password is masked
+    assert saved == postgres  # no password in this URL; one with a password is masked:
+    assert masked("postgresql://ann:s3cret@db.example:5432/sweeps") == "postgresql://ann:***@db.example:5432/sweeps"
+
+
+def test_a_trial_logs_to_wandb_offline_grouped_by_the_sweep_name(tmp_path, monkeypatch):
+    from tests.test_ctc_family import wandb_records
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    spec = {**RANDOM_LR, "parameters": {"train.lr": {"values": [4e-3]}, "train.epochs": {"value": 1},
+                                        "train.quick": {"value": 0.1}}}
+    job = job_for(tmp_path, spec, name="grouped", trials=1)
+    job.wandb = "offline"
+    work(job, log=lambda line: None)
+    trial = studies(job)["sweep"].trials[0]
+    runs = list(Path(trial.user_attrs["train_dir"]).glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    deadline = time.time() + 30
+    while True:
+        groups = [r.run.run_group for r in wandb_records(runs[0]) if r.WhichOneof("record_type") == "run"]
+        if groups or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert groups and set(groups) == {"grouped"}

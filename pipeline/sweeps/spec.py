@@ -54,8 +54,8 @@ class Parameter(BaseModel):
     value: Any = None
     values: list[Any] | None = None
     distribution: str | None = None
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None     # ints (as YAML writes them) make an int_uniform range, as in W&B
+    max: int | float | None = None
     q: float | None = None
 
     @model_validator(mode="after")
@@ -87,7 +87,7 @@ class Parameter(BaseModel):
         if self.values is not None:
             return "categorical"
         if self.min is not None and self.max is not None:
-            ints = float(self.min).is_integer() and float(self.max).is_integer() and not _floaty(self)
+            ints = isinstance(self.min, int) and isinstance(self.max, int)
             return "int_uniform" if ints else "uniform"
         return "constant"
 
@@ -122,10 +122,6 @@ class Parameter(BaseModel):
         if kind == "q_log_uniform_values":  # Optuna has no log+step: round the draw to the grid of q
             value = round(value / (self.q or 1.0)) * (self.q or 1.0)
         return value
-
-
-def _floaty(p: Parameter) -> bool:
-    return isinstance(p.min, float) and not float(p.min).is_integer() or isinstance(p.max, float) and not float(p.max).is_integer()
 
 
 class Metric(BaseModel):

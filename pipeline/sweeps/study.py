@@ -33,6 +33,7 @@ from pipeline.errors import AsrpipeError
 from pipeline.sweeps.spec import Spec, Stage, load_spec, override
 
 NEIGHBOURS = [0.5, 1.0, 2.0]    # seed 003: the √C-scaled LR, and half and twice it
+STORAGE_ENV = "ASRPIPE_SWEEP_STORAGE"
 
 
 class SweepError(AsrpipeError, RuntimeError):
@@ -210,12 +211,15 @@ def objective_for(job: SweepJob, stage: Stage, fixed: dict, log):
             if value is None:
                 return None
             trial.report(value, row["epoch"])
+            if row["epoch"] >= planned:  # the run is over anyway: a complete run is worth more than a pruned one
+                return None
             return "pruned by the sweep" if trial.should_prune() else None
 
         pipeline = build_pipeline(job.task, job.config, overrides, Path(job.artifacts), Path(job.submissions),
                                   wandb=job.wandb, group=job.name, progress=False, on_epoch=on_epoch,
                                   note=f"sweep {job.name}, {stage.name} trial {trial.number}")
         train = pipeline.plan["train"]
+        planned = train.params["train"]["epochs"]
         trial.set_user_attr("train_dir", str(train.dir))
         cached = pipeline.is_fresh("train")
         started = time.time()
@@ -223,7 +227,8 @@ def objective_for(job: SweepJob, stage: Stage, fixed: dict, log):
             pipeline.run(stop="train")
         except StoppedByCallback as stop:
             record(trial, stop.metrics, started)
-            log(f"trial {trial.number}: {describe(applied)} → pruned after epoch {stop.metrics['epochs']}")
+            log(f"trial {trial.number}: {describe(varied(stage, applied))} → pruned after epoch "
+                f"{stop.metrics['epochs']}")
             raise optuna.TrialPruned() from None
         metrics = train.artifact.manifest["metrics"]
         record(trial, metrics, started)
@@ -234,7 +239,7 @@ def objective_for(job: SweepJob, stage: Stage, fixed: dict, log):
         value = metrics.get(f"best_{job.metric}")
         if value is None:
             raise SweepError(f"trial {trial.number}: {train.dir} has no dev {job.metric}")
-        log(f"trial {trial.number}: {describe(applied)} → {job.metric} {value:.4g}"
+        log(f"trial {trial.number}: {describe(varied(stage, applied))} → {job.metric} {value:.4g}"
             f"{' (cached)' if cached else ''} in {metrics.get('epochs')} epochs")
         return float(value)
 
@@ -245,6 +250,12 @@ def record(trial, metrics: dict, started: float) -> None:
     trial.set_user_attr("epochs", metrics.get("epochs"))
     trial.set_user_attr("stop_reason", metrics.get("stop_reason"))
     trial.set_user_attr("minutes", round((time.time() - started) / 60, 3))
+
+
+def varied(stage: Stage, applied: dict) -> dict:
+    """The values a trial drew (its log line leaves out the spec's constants)."""
+    constant = {k for k, p in stage.sweep.parameters.items() if p.kind == "constant"}
+    return {k: v for k, v in applied.items() if k not in constant}
 
 
 def describe(applied: dict) -> str:
@@ -317,17 +328,21 @@ def run_workers(job: SweepJob, workers: int) -> int:
     """`workers` processes on this machine, each `python -m pipeline.sweeps.study JOB.json`; torch threads are shared
     out among them. Returns the number of workers that failed."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    if job.storage:  # the URL may hold a password: the environment carries it, the job file on disk does not
+        env[STORAGE_ENV] = job.storage
     procs = []
     for worker in range(workers):
         path = job.folder / f"worker{worker}.json"
-        path.write_text(json.dumps({**asdict(job), "worker": worker}))
-        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.sweeps.study", str(path)],
-                                      env={**os.environ, "OMP_NUM_THREADS": threads}))
+        path.write_text(json.dumps({**asdict(job), "storage": masked(job.storage), "worker": worker}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.sweeps.study", str(path)], env=env))
     return sum(proc.wait() != 0 for proc in procs)
 
 
 def main(path: str) -> None:
     job = SweepJob(**json.loads(Path(path).read_text()))
+    if job.storage and os.environ.get(STORAGE_ENV):
+        job.storage = os.environ[STORAGE_ENV]
     tag = f"[worker {job.worker}] " if job.worker else ""
     try:
         work(job, log=lambda line: print(tag + line, flush=True))
