@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from glob import glob
@@ -20,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from pipeline.sweeps.report import trial_rows, write_best
@@ -185,7 +186,7 @@ def test_two_workers_share_one_journal_and_trials_are_ordinary_cached_runs(tmp_p
 @pytest.mark.slow
 def test_a_staged_search_carries_each_winner_into_the_next_stage(tmp_path):
     spec = {"config": "tiny", "metric": {"name": "dev_lev", "goal": "minimize"}, "stages": [
-        {"name": "lr", "quick": {"train.epochs": 2, "train.quick": 0.5},
+        {"name": "lr", "quick": {"train.epochs": 1, "train.quick": 0.25},
          "sweep": {"method": "grid", "parameters": {"train.lr": {"values": [8e-3, 1e-7]}}}},
         {"name": "batch", "quick": {"train.epochs": 1, "train.quick": 0.25}, "lr_scaling": "sqrt",
          "sweep": {"method": "grid", "parameters": {"train.batch_size": {"values": [2, 8]}}}},
@@ -215,16 +216,17 @@ def test_pruning_stops_a_bad_trial_early_and_leaves_its_folder_incomplete(tmp_pa
     from pipeline.runs import collect
 
     spec = {"method": "random", "metric": {"name": "dev_lev", "goal": "minimize"},
-            "parameters": {"train.lr": {"values": [8e-3, 1e-7]}, "train.epochs": {"value": 4}}}
+            "parameters": {"train.lr": {"values": [8e-3, 1e-7]}, "train.epochs": {"value": 3},
+                           "train.quick": {"value": 0.25}}}
     job = job_for(tmp_path, spec, trials=4)
-    study = open_study(job, load_spec("hw3p2", job.spec).stages[0], storage_for(job), epochs=4)
+    study = open_study(job, load_spec("hw3p2", job.spec).stages[0], storage_for(job), epochs=3)
     for lr in (8e-3, 8e-3, 8e-3, 1e-7):  # three good runs (one trained, two cached), then a bad one
         study.enqueue_trial({"train.lr": lr})
     work(job, log=lambda line: None)
     trials = studies(job)["sweep"].trials
     assert [t.state for t in trials[:3]] == [TrialState.COMPLETE] * 3
     bad = trials[3]
-    assert bad.state == TrialState.PRUNED and bad.user_attrs["epochs"] < 4
+    assert bad.state == TrialState.PRUNED and bad.user_attrs["epochs"] < 3
     assert bad.user_attrs["stop_reason"] == "callback: pruned by the sweep"
     folder = Path(bad.user_attrs["train_dir"])
     assert not (folder / ".done").exists() and (folder / "checkpoints" / "last.pt").exists()
@@ -259,7 +261,7 @@ def test_a_killed_worker_on_an_rdb_is_failed_by_heartbeat_and_its_trial_retried(
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [running[0].number]
     assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 3
-    retried = [t for t in trials if RetryFailedTrialCallback.retried_trial_number(t) == running[0].number]
+    retried = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == running[0].number]
     assert retried and retried[0].user_attrs["train_dir"] == str(killed_dir)
     for folder in (tmp_path / "artifacts" / TASK / "train").iterdir():
         if (folder / ".done").exists():  # complete means every planned epoch is in its history
@@ -282,8 +284,7 @@ def postgres(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries missing: `make test` installs Debian's postgresql")
         pytest.skip("PostgreSQL server binaries not installed (make test installs them)")
-    root = tmp_path / "pg"
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix="asrpipe-pg-"))  # not under pytest's tmp root: that one is root-only (0700)
     prefix = []
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
@@ -300,6 +301,7 @@ def postgres(tmp_path):
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -120,8 +120,8 @@ class Parameter(BaseModel):
         value = trial.suggest_float(name, low, high, log=kind in ("log_uniform", "log_uniform_values",
                                                                    "q_log_uniform_values"))
         if kind == "q_log_uniform_values":  # Optuna has no log+step: round the draw to the grid of q
-            value = round(value / (self.q or 1.0)) * (self.q or 1.0)
-        return value
+            return round(value / (self.q or 1.0)) * (self.q or 1.0)
+        return float(f"{value:.4g}")  # 4 significant digits: readable keys, folder names and tables
 
 
 class Metric(BaseModel):

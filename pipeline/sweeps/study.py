@@ -89,6 +89,8 @@ def prepare(task: str, spec_name: str, name: str | None, config: str | None, set
                    direction=trained.direction, competition=profile.name, stages=[s.name for s in spec.stages],
                    **options)
     job.folder.mkdir(parents=True, exist_ok=True)
+    if job.storage:  # create an RDB's tables now, once: workers starting together would race to create them
+        storage_for(job)
     from pipeline.files import write_json_atomic
 
     write_json_atomic(job.folder / "sweep.json", {**asdict(job), "storage": masked(job.storage), "worker": None})
@@ -117,8 +119,10 @@ def recorded(folder: Path) -> SweepJob:
 # ---- storage and studies ------------------------------------------------------------------------------------------
 
 def storage_for(job: SweepJob):
+    import warnings
+
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -128,8 +132,10 @@ def storage_for(job: SweepJob):
     if "***" in job.storage:
         raise SweepError(f"storage {job.storage}: the password is not recorded; pass --storage again")
     try:
-        return RDBStorage(job.storage, heartbeat_interval=job.heartbeat, grace_period=2 * job.heartbeat,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
+        with warnings.catch_warnings():  # heartbeats and their retry callback are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(job.storage, heartbeat_interval=job.heartbeat, grace_period=2 * job.heartbeat,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors: driver missing, refused, bad URL
         raise SweepError(f"--storage {masked(job.storage)}: cannot open it ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0][:160]})") from None

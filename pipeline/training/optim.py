@@ -44,7 +44,8 @@ class Schedule:
                        if self.warmup_steps else None)
         self.main = None
         if cfg.name == "cosine":
-            self.main = CosineAnnealingLR(optimizer, T_max=max(1, total - self.warmup_steps), eta_min=cfg.min_lr)
+            floor = min(cfg.min_lr, min(group["lr"] for group in optimizer.param_groups))  # never climb to min_lr
+            self.main = CosineAnnealingLR(optimizer, T_max=max(1, total - self.warmup_steps), eta_min=floor)
         elif cfg.name == "step":
             self.main = StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
         elif cfg.name == "exponential":
