@@ -207,7 +207,7 @@ def objective_for(job: SweepJob, stage: Stage, fixed: dict, log):
             multiplier = trial.suggest_categorical("lr_multiplier", NEIGHBOURS) if stage.lr_neighbours else 1.0
             scale = math.sqrt(applied["train.batch_size"] / reference["batch_size"])
             applied["train.lr"] = float(f"{reference['lr'] * scale * multiplier:.4g}")
-        overrides = [*before, *(override(k, v) for k, v in applied.items())]
+        overrides = merged([*before, *(override(k, v) for k, v in applied.items())])
         trial.set_user_attr("applied", applied)
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -250,6 +250,14 @@ def objective_for(job: SweepJob, stage: Stage, fixed: dict, log):
         return float(value)
 
     return objective
+
+
+def merged(assignments: list[str]) -> list[str]:
+    """--set assignments with one per key, the last one winning (a stage may re-draw a key an earlier stage fixed)."""
+    last = {}
+    for assignment in assignments:
+        last[assignment.partition("=")[0]] = assignment
+    return list(last.values())
 
 
 def record(trial, metrics: dict, started: float) -> None:
