@@ -4,6 +4,7 @@
 #   make submit TASK=hw3p2     any stage target takes TASK= (and BEAM= for decode, SET="k=v k=v" for overrides,
 #                              CONFIG=<recipe name or yaml>, DATA=<zip or folder> for download)
 #   make submissions TASK=hw3p2 / make leaderboard TASK=hw3p2   Kaggle listings (also saved under submissions/)
+#   make rerun TASK=hw3p2      bring the pipeline up to date and submit only if it helps (asrpipe rerun)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +25,7 @@ STAGES := download normalize train select decode csv submit
 STAGE_ARGS = --task $(TASK) $(if $(CONFIG),--config $(CONFIG)) $(if $(and $(BEAM),$(filter decode,$@)),--beam $(BEAM)) \
              $(if $(and $(DATA),$(filter download,$@)),--data $(DATA)) $(foreach s,$(SET),--set $(s))
 
-.PHONY: help install demo test test-services test-fast status run $(STAGES) submissions leaderboard bench-loader clean-artifacts
+.PHONY: help install demo test test-services test-fast status run rerun history $(STAGES) submissions leaderboard bench-loader clean-artifacts
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -45,14 +46,19 @@ demo: $(STAMP) ## install, then run the whole pipeline on demo-hw3p2
 test: $(STAMP) test-services ## install, then run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The sweep tests start a real PostgreSQL server (initdb/pg_ctl in a temp dir): Debian's postgresql, installed here
-# when missing and root; otherwise that one test is skipped (and fails under CI=true).
+# Debian packages some tests need, installed here when missing and root (otherwise those tests are skipped, and fail
+# under CI=true): postgresql (a real server for the sweep storage test, run by initdb/pg_ctl in a temp dir) and
+# systemd (systemd-analyze verifies the units `asrpipe schedule` writes).
 test-services:
-	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's postgresql for the sweep storage test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else echo "PostgreSQL server not installed and not root: its sweep test will be skipped"; fi
+	@missing=""; \
+	  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || missing=" postgresql"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing Debian packages for the tests:$$missing"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "not installed and not root:$$missing; the tests that need it will be skipped"; fi; \
+	  fi
 
 test-fast: $(STAMP) ## the suite without the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -67,8 +73,11 @@ run: $(STAMP) ## the whole pipeline for TASK (FROM= TO= to narrow it)
 $(STAGES): $(STAMP)
 	$(ASRPIPE) $@ $(STAGE_ARGS)
 
-submissions leaderboard: $(STAMP)
+submissions leaderboard history: $(STAMP)
 	$(ASRPIPE) $@ --task $(TASK)
+
+rerun: $(STAMP) ## up to date, then submit only when it helps (exit 0 submitted, 3 skipped, 4 locked)
+	$(ASRPIPE) rerun $(STAGE_ARGS)
 
 bench-loader: $(STAMP) ## hw1p2 frame loader vs a starter-style Dataset: frames/s, peak memory, ratio
 	$(BIN)/python tools/bench_loader.py

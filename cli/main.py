@@ -15,6 +15,9 @@
     asrpipe runs --task demo-hw3p2 --format md --plot curves.png    # every train run, best first
     asrpipe sweep run --task demo-hw1p2 --spec seed000-demo --trials 12 --workers 2   # Optuna; trials are cached runs
     asrpipe sweep status --task demo-hw1p2 --name seed000-demo       # then `sweep best`: the best as a recipe YAML
+    asrpipe rerun --task hw3p2 --min-gain 0.05 --reserve 2   # up to date; submit only if it helps (exit 0/3/4/2)
+    asrpipe schedule install --task hw3p2 --at 00:10         # a daily systemd user timer (UTC), or a cron line
+    asrpipe history --task hw3p2                             # scores, dev metric, skipped reruns, rank: table + PNG
 
 This module stays thin and imports nothing heavy at start-up (`asrpipe --help` never imports torch).
 """
@@ -422,6 +425,8 @@ def leaderboard(task: Task, top: Annotated[int, typer.Option("--top", help="rows
         mine = next((e for e in entries if e["team"] in ours), None)
         saved = write_rows_csv(submissions / profile.name / "leaderboard.csv", entries,
                                ["rank", "team", "score", "date"])
+        if mine:  # rank over time, for `asrpipe history`
+            record_rank(submissions / profile.name / "ranks.csv", mine, len(entries))
         where = (f"our rank: {mine['rank']} of {len(entries)} ({mine['team']}, {mine['score']})" if mine
                  else f"we are not among the {len(entries)} teams listed")
         table = Table(title=f"{profile.name} public leaderboard ({profile.metric}, {profile.metric_direction} is best)")
@@ -435,6 +440,18 @@ def leaderboard(task: Task, top: Annotated[int, typer.Option("--top", help="rows
         typer.echo(f"{where}; saved to {saved}")
 
     guarded(show)
+
+
+def record_rank(path: Path, mine: dict, teams: int) -> None:
+    import csv as csv_module
+    import time
+
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv_module.writer(handle)
+        if new:
+            writer.writerow(["time", "rank", "teams", "score"])
+        writer.writerow([time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), mine["rank"], teams, mine["score"]])
 
 
 @app.command()
@@ -458,6 +475,112 @@ def competitions() -> None:
                       p.test_order or "sorted", ",".join(p.csv_columns), f"{p.metric} ({p.metric_direction})",
                       f"{p.param_limit:,}" if p.param_limit else "-", ", ".join(p.conflicts) or "-")
     Console(width=max(240, Console().width)).print(table)
+
+
+# ---- reruns, schedules, history ------------------------------------------------------------------------------------
+
+@app.command()
+def rerun(task: Task, config: Config = None, sets: Sets = None,
+          min_gain: Annotated[float, typer.Option("--min-gain", help="submit only if the dev metric beats the best "
+                                                                     "submitted one by this much")] = 0.0,
+          reserve: Annotated[int, typer.Option("--reserve", min=0, help="submissions of the day kept for manual "
+                                                                        "tries: skip unless more are left")] = 0,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="run the pipeline and the gate; say what would "
+                                                                  "happen; submit nothing")] = False,
+          wait: Wait = 600.0, wandb: Wandb = "auto", artifacts: Artifacts = Path("artifacts"),
+          submissions: Submissions = Path("submissions")) -> None:
+    """Bring the pipeline up to date (fresh stages are no-ops) and submit only when it helps: never a CSV already
+    submitted, never a dev metric that does not beat the best submitted one, never the reserve of the day. Exit
+    status: 0 submitted, 3 skipped, 4 another rerun holds the lock, 2 error."""
+    from pipeline.errors import AsrpipeError
+    from pipeline.rerun import LOCKED, RerunLocked
+
+    try:
+        pipeline = build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb)
+        from pipeline.rerun import rerun as run_rerun
+
+        outcome = run_rerun(pipeline, min_gain=min_gain, reserve=reserve, dry_run=dry_run, wait=wait,
+                            log=lambda line: typer.echo(f"      {line}"))
+    except RerunLocked as exc:
+        typer.secho(f"locked: {exc}", fg="yellow", err=True)
+        raise typer.Exit(LOCKED)
+    except AsrpipeError as exc:
+        fail(str(exc))
+    typer.echo(f"{outcome.decision}: {outcome.reason}  [dev {outcome.metric}; {outcome.predicted}]")
+    raise typer.Exit(outcome.status)
+
+
+schedule_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="Run `asrpipe rerun` every day (a systemd user timer, UTC; or a cron line).")
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("install")
+def schedule_install(task: Task, at: Annotated[str, typer.Option("--at", help="HH:MM, UTC (Kaggle's quota day)")] = "00:10",
+                     config: Config = None, sets: Sets = None,
+                     min_gain: Annotated[float, typer.Option("--min-gain")] = 0.0,
+                     reserve: Annotated[int, typer.Option("--reserve", min=0)] = 0,
+                     artifacts: Artifacts = Path("artifacts"), submissions: Submissions = Path("submissions")) -> None:
+    """Write (and enable, where systemctl --user works) a timer that runs the rerun daily at --at UTC."""
+
+    def go() -> None:
+        from pipeline.schedule import asrpipe_command, install
+
+        command = [*asrpipe_command(), "rerun", "--task", task]
+        if config:
+            command += ["--config", str(Path(config).resolve()) if config.endswith((".yaml", ".yml")) else config]
+        for assignment in sets or ():
+            command += ["--set", assignment]
+        command += ["--min-gain", f"{min_gain:g}", "--reserve", str(reserve), "--artifacts",
+                    str(artifacts.resolve()), "--submissions", str(submissions.resolve())]
+        install(task, at, command, Path.cwd(), submissions, log=typer.echo)
+
+    guarded(go)
+
+
+@schedule_app.command("list")
+def schedule_list() -> None:
+    """The installed rerun timers: when, what they run, whether systemd has them enabled."""
+    from pipeline.schedule import installed, unit_dir
+
+    rows = installed()
+    if not rows:
+        typer.echo(f"no rerun schedules in {unit_dir()}")
+    for row in rows:
+        typer.echo(f"{row['unit']}  {row['when']}  ({row['enabled']})\n    {row['command']}")
+
+
+@schedule_app.command("remove")
+def schedule_remove(task: Task) -> None:
+    """Disable and delete the task's rerun timer."""
+
+    def go() -> None:
+        from pipeline.schedule import remove
+
+        remove(task, log=typer.echo)
+
+    guarded(go)
+
+
+@app.command()
+def history(task: Task, submissions: Submissions = Path("submissions")) -> None:
+    """Submissions over time: public/private score, dev metric, skipped reruns, leaderboard rank; a table and a PNG
+    (submissions/<competition>/history.png)."""
+
+    def show() -> None:
+        from pipeline.history import history as frame_of, plot, ranks
+        from pipeline.tasks.profiles import resolve_profile
+
+        profile = resolve_profile(task)
+        frame = frame_of(submissions, profile.name)
+        if frame.empty:
+            fail(f"{profile.name}: no submissions or reruns recorded under {submissions} yet")
+        shown = frame.assign(time=frame["time"].dt.strftime("%Y-%m-%d %H:%M"))
+        typer.echo(shown.to_markdown(index=False, floatfmt=".4g"))
+        path = plot(frame, ranks(submissions, profile.name), submissions / profile.name / "history.png", profile.metric)
+        typer.echo(f"plot: {path}")
+
+    guarded(show)
 
 
 # ---- sweeps ---------------------------------------------------------------------------------------------------------

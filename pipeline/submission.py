@@ -21,9 +21,10 @@ from pipeline.tasks.profiles import Profile
 
 LEDGER_COLUMNS = ["time", "competition", "target", "status", "train_key", "decode_key", "csv_key", "dev_metric",
                   "decode_params", "public_score", "private_score", "csv_sha256", "git_sha", "message",
-                  "kaggle_ref", "error"]
+                  "kaggle_ref", "error", "predicted_public"]
 # status: scored (local judge or Kaggle COMPLETE) | pending (Kaggle still scoring; `asrpipe submissions` fills it
-# in) | error (Kaggle could not score it; the reason is in `error`)
+# in) | error (Kaggle could not score it; the reason is in `error`). predicted_public: what `asrpipe rerun` predicted
+# from the earlier scored rows before it submitted (empty otherwise)
 
 
 class SubmissionError(AsrpipeError, ValueError):

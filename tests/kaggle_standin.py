@@ -21,6 +21,7 @@ import json
 import socket
 import struct
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,6 +60,7 @@ class Fault:
     status: int = 0
     message: str = ""
     retry_after: str | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -122,6 +124,10 @@ class KaggleStandIn:
     def lose(self, method: str, times: int = 1):
         """The server does the work, then the answer is lost (HTTP 500): a retry must not do it twice."""
         self._queue(method, [Fault("lost", 500, "Internal server error")] * times)
+
+    def stall(self, method: str, seconds: float, times: int = 1):
+        """The server does the work, then holds the answer for `seconds` (a client killed meanwhile never sees it)."""
+        self._queue(method, [Fault("stall", seconds=seconds)] * times)
 
     def reset(self, method: str, times: int = 1):
         self._queue(method, [Fault("reset")] * times)
@@ -190,6 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _json(self, status: int, data: dict, headers: dict | None = None) -> None:
+        if getattr(self, "stall", None) is not None:
+            time.sleep(self.stall.seconds)
+            self.stall = None
         if getattr(self, "lost", None) is not None:
             status, data, self.lost = self.lost.status, {"code": self.lost.status, "message": self.lost.message}, None
         self._send(status, json.dumps(data).encode(), headers=headers)
@@ -219,8 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Apply a status/reset fault; True when the request was answered by it."""
         if fault is None or fault.kind.startswith("truncate"):
             return False
-        if fault.kind == "lost":
-            self.lost = fault
+        if fault.kind in ("lost", "stall"):
+            setattr(self, fault.kind, fault)
             return False
         if fault.kind == "reset":
             self._reset()

@@ -37,7 +37,7 @@ def label(params: dict) -> str:
 def submit_csv(profile: Profile, csv_path: Path, sample: Path, submissions_root: Path, *,
                keys: dict | None = None, dev_metric: str = "", decode_params: str = "", message: str = "",
                resubmit: bool = False, dry_run: bool = False, wait: float = 600.0, kaggle=None,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, predicted_public: float | None = None) -> dict:
     """Validate; refuse a CSV already in the ledger (unless resubmit); then judge locally (demo competitions) or
     submit to Kaggle. dry_run: every check (quota included) but no judging/upload and no ledger row."""
     validate_submission(csv_path, sample, profile)
@@ -51,7 +51,8 @@ def submit_csv(profile: Profile, csv_path: Path, sample: Path, submissions_root:
     keys = keys or {}
     row = {"competition": profile.name, "train_key": keys.get("train", "")[:12],
            "decode_key": keys.get("decode", "")[:12], "csv_key": keys.get("csv", "")[:12], "dev_metric": dev_metric,
-           "decode_params": decode_params, "csv_sha256": digest, "git_sha": git_sha() or "", "message": message}
+           "decode_params": decode_params, "csv_sha256": digest, "git_sha": git_sha() or "", "message": message,
+           "predicted_public": f"{predicted_public:.4g}" if predicted_public is not None else ""}
     if not profile.demo:
         return submit_to_kaggle(profile, csv_path, submissions_root, row, dry_run=dry_run, wait=wait,
                                 kaggle=kaggle, log=log)
