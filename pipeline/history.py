@@ -72,7 +72,12 @@ def plot(frame: pd.DataFrame, ranked: pd.DataFrame, path: Path, metric: str) -> 
         rank_ax.invert_yaxis()
         rank_ax.set_ylabel("public leaderboard rank")
         rank_ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    import matplotlib.dates as mdates
+
+    bottom = axes[-1][0]
+    locator = mdates.AutoDateLocator()
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,9 @@ def gate(profile, rows: list[dict], csv_sha256: str, dev: float | None, min_gain
     best, row = max(submitted, key=lambda pair: sign * pair[0])
     gain = sign * (dev - best)
     if gain <= 0 or gain < min_gain:  # not better at all, or by less than asked
-        return (f"not improved: dev {dev:.4g} vs {best:.4g} submitted at {row['time']} (needs a gain of "
-                f"{min_gain:g}, {'lower' if sign < 0 else 'higher'} is better)")
+        needs = f"needs a gain of {min_gain:g}, " if min_gain > 0 else ""
+        return (f"not improved: dev {dev:.4g} vs {best:.4g} submitted at {row['time']} ({needs}"
+                f"{'lower' if sign < 0 else 'higher'} is better)")
     return None
 
 
@@ -188,7 +189,9 @@ def rerun(pipeline, *, min_gain: float = 0.0, reserve: int = 0, dry_run: bool = 
                                 dev_metric=inputs["dev_metric"], decode_params=inputs["decode_params"],
                                 message=message, wait=wait, kaggle=client, log=log, predicted_public=predicted)
             outcome.decision, outcome.status, outcome.result = "submitted", SUBMITTED, result
-            outcome.reason = f"public {result.get('public')}" if result.get("public") else f"status {result['status']}"
+            public = result.get("public")
+            outcome.reason = (f"public {public:.4f}" if isinstance(public, float) else f"public {public}" if public
+                              else f"status {result['status']}")
         write_log(submissions_root / profile.name / "reruns.log", outcome)
     return outcome
 
