@@ -126,17 +126,26 @@ def gate(profile, rows: list[dict], csv_sha256: str, dev: float | None, min_gain
     return None
 
 
-def adopt_orphan(profile, client, csv_sha256: str, row: dict, submissions_root: Path, log) -> dict | None:
-    """A submission on Kaggle whose message names this CSV but that the ledger lacks (a rerun killed between upload
-    and ledger row): write its ledger row now, instead of submitting again."""
-    from pipeline.stages.submit import KAGGLE_STATUS
-    from pipeline.submission import append_ledger
+def find_orphan(profile, client, csv_sha256: str, submissions_root: Path) -> dict | None:
+    """A submission on Kaggle whose message names this CSV (asrpipe ends every message with `csv <sha12>`) and whose
+    ref no ledger row holds: an upload whose process died before it wrote the row."""
+    from pipeline.submission import read_ledger
 
+    known = {r.get("kaggle_ref") for r in read_ledger(submissions_root) if r["competition"] == profile.name}
     tag = f"csv {csv_sha256[:12]}"
-    found = [s for s in client.submissions(profile.slug) if s["description"].endswith(tag)]
-    if not found:
-        return None
-    orphan = found[0]
+    found = [s for s in client.submissions(profile.slug)
+             if s["description"].endswith(tag) and str(s["ref"]) not in known]
+    return found[0] if found else None
+
+
+def adopt_orphan(profile, client, csv_sha256: str, row: dict, submissions_root: Path, log) -> dict | None:
+    """Write the ledger row of such an upload now, instead of submitting again; None when there is none."""
+    from pipeline.stages.submit import KAGGLE_STATUS
+    from pipeline.submission import append_ledger, find_submitted
+
+    orphan = find_orphan(profile, client, csv_sha256, submissions_root)
+    if orphan is None or find_submitted(submissions_root, profile.name, csv_sha256):
+        return orphan  # none, or another process recorded this CSV meanwhile
     append_ledger(submissions_root, {**row, "target": "kaggle", "status": KAGGLE_STATUS.get(orphan["status"], "pending"),
                                      "kaggle_ref": str(orphan["ref"]), "message": orphan["description"],
                                      "public_score": orphan.get("public", ""),
@@ -172,7 +181,9 @@ def rerun(pipeline, *, min_gain: float = 0.0, reserve: int = 0, dry_run: bool = 
                    "decode_key": inputs["keys"].get("decode", "")[:12], "csv_key": inputs["keys"].get("csv", "")[:12],
                    "dev_metric": inputs["dev_metric"], "decode_params": inputs["decode_params"],
                    "csv_sha256": digest}
-            if not dry_run and adopt_orphan(profile, client, digest, row, submissions_root, log):
+            if dry_run and find_orphan(profile, client, digest, submissions_root):
+                reason = "duplicate: an earlier rerun uploaded this CSV (a real rerun adopts it into the ledger)"
+            elif not dry_run and adopt_orphan(profile, client, digest, row, submissions_root, log):
                 reason = "duplicate: an earlier rerun uploaded this CSV; its submission is now in the ledger"
             if reason is None:
                 quota = client.limits(profile.slug)

@@ -51,8 +51,13 @@ def asrpipe_command() -> list[str]:
 
 
 def systemd_quote(arg: str) -> str:
-    arg = arg.replace("%", "%%")
-    return f'"{arg}"' if re.search(r"[\s\"'\\;]", arg) else arg
+    """One ExecStart word: % and $ doubled (systemd expands specifiers and variables), quoted with C-style escapes
+    when it has spaces, quotes, backslashes or a semicolon."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if not re.search(r"[\s\"'\\;]", arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 
 def units(task: str, at: str, command: list[str], workdir: Path) -> dict[str, str]:
@@ -87,11 +92,17 @@ def units(task: str, at: str, command: list[str], workdir: Path) -> dict[str, st
 
 
 def cron_line(at: str, command: list[str], workdir: Path, lock: Path, log: Path) -> str:
+    """A crontab line at `at` UTC in this machine's local time (Debian's cron has no CRON_TZ); % is escaped, since
+    cron turns a bare one into a newline."""
     import shlex
+    import time
 
     hour, minute = check_time(at)
-    return (f"CRON_TZ=UTC\n{minute} {hour} * * * cd {shlex.quote(str(workdir))} && flock -n {shlex.quote(str(lock))} "
+    offset = -time.altzone if time.localtime().tm_isdst > 0 else -time.timezone   # seconds east of UTC
+    local = (hour * 60 + minute + offset // 60) % (24 * 60)
+    line = (f"{local % 60} {local // 60} * * * cd {shlex.quote(str(workdir))} && flock -n {shlex.quote(str(lock))} "
             f"{shlex.join(command)} >> {shlex.quote(str(log))} 2>&1")
+    return f"# {at} UTC, in this machine's local time\n" + line.replace("%", "\\%")
 
 
 def systemctl(*args: str) -> subprocess.CompletedProcess | None:

@@ -142,3 +142,13 @@ def test_the_dilated_model_learns_and_reloads_from_its_checkpoint(stores, tmp_pa
     again = task.build_model()
     again.load_state_dict(torch.load(metrics["best_checkpoint"], weights_only=False)["state_dict"])
     assert torch.allclose(model(x, lengths)[0], again.eval()(x, lengths)[0], atol=1e-6)
+
+
+def test_one_real_frame_in_training_uses_the_running_statistics():
+    norm = MaskedBatchNorm1d(4).train()
+    x = torch.randn(1, 4, 3)
+    mask = torch.tensor([[True, False, False]])
+    out = norm(x, mask)
+    expected = (x[0, :, 0] - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    assert torch.allclose(out[0, :, 0], expected * norm.weight + norm.bias, atol=1e-6)
+    assert torch.equal(out[0, :, 1:], torch.zeros(4, 2))

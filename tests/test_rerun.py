@@ -209,7 +209,8 @@ def test_a_rerun_killed_between_upload_and_ledger_row_is_adopted_not_resubmitted
 def test_schedule_writes_units_systemd_accepts_and_a_cron_line_where_no_user_bus(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
     done = asrpipe("schedule", "install", "--task", "demo-hw3p2", "--at", "00:10", "--min-gain", "0.05",
-                   "--reserve", "2", "--config", str(tmp_path / "best.yaml"), cwd=tmp_path, env=env)
+                   "--reserve", "2", "--config", str(tmp_path / "best.yaml"), "--set", 'submit.message="100% auto $run"',
+                   cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     units = tmp_path / "config" / "systemd" / "user"
     timer, service = units / "asrpipe-rerun-demo-hw3p2.timer", units / "asrpipe-rerun-demo-hw3p2.service"
@@ -217,10 +218,11 @@ def test_schedule_writes_units_systemd_accepts_and_a_cron_line_where_no_user_bus
     text = service.read_text()
     assert f"--submissions {tmp_path / 'submissions'}" in text and "--min-gain 0.05 --reserve 2" in text
     assert f"--config {tmp_path / 'best.yaml'}" in text and "SuccessExitStatus=3 4" in text
+    assert '--set "submit.message=\\"100%% auto $$run\\""' in text  # systemd's quoting, specifiers, variables
     executable = text.split("ExecStart=", 1)[1].split()[0]
     assert Path(executable).is_absolute() and os.access(executable, os.X_OK)
     if "systemctl --user does not work here" in done.stdout:  # containers: the cron line instead
-        assert "CRON_TZ=UTC" in done.stdout and "10 0 * * * cd" in done.stdout and "flock -n" in done.stdout
+        assert "# 00:10 UTC, in this machine's local time" in done.stdout and "flock -n" in done.stdout
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         if os.environ.get("CI"):

@@ -342,3 +342,16 @@ def test_a_trial_logs_to_wandb_offline_grouped_by_the_sweep_name(tmp_path, monke
             break
         time.sleep(0.2)
     assert groups and set(groups) == {"grouped"}
+
+
+def test_a_worker_stops_after_three_failed_trials_in_a_row():
+    from pipeline.errors import AsrpipeError
+    from pipeline.sweeps.study import StopAfterFailures
+
+    def broken(trial):
+        raise AsrpipeError("no data")
+
+    study = optuna.create_study()
+    lines = []
+    study.optimize(broken, n_trials=20, catch=(AsrpipeError,), callbacks=[StopAfterFailures(log=lines.append)])
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3 and "3 trials failed in a row" in lines[0]

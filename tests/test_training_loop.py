@@ -203,3 +203,20 @@ def test_a_quick_run_trains_on_the_same_fixed_share_every_epoch(normalized, tmp_
     assert len(utterances) == round(len(store) * 0.5)
     metrics = fit(task_for(normalized, quick=0.5, epochs=1), tmp_path)
     assert metrics["quick"] == 0.5 and metrics["epochs"] == 1
+
+
+def test_warmup_counts_the_steps_of_the_first_epochs_and_cosine_ends_at_min_lr():
+    from pipeline.tasks.train_recipe import SchedulerConfig
+    from pipeline.training.optim import Schedule, warmup_steps
+
+    assert warmup_steps(1, [40, 40, 10]) == 40 and warmup_steps(1.5, [40, 10, 10]) == 45 and warmup_steps(0.5, 30) == 15
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    schedule = Schedule(SchedulerConfig(name="cosine", warmup_epochs=1, min_lr=1e-4), optimizer, [8, 2, 2], 12)
+    assert schedule.warmup_steps == 8
+    lrs = []
+    for _ in range(12):
+        optimizer.step()
+        schedule.step_batch()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)  # the floor is min_lr, not lower

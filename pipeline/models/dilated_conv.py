@@ -30,8 +30,11 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         flat = x.transpose(1, 2)[mask]                      # (real frames, C)
         out = torch.zeros_like(x.transpose(1, 2))
-        if len(flat):
+        if len(flat) > 1 or (len(flat) == 1 and not self.training):
             out[mask] = super().forward(flat).to(out.dtype)
+        elif len(flat) == 1:  # batch statistics of one frame do not exist: use the running ones
+            out[mask] = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0,
+                                     self.eps).to(out.dtype)
         return out.transpose(1, 2)
 
 

@@ -63,7 +63,9 @@ def write_best(job: SweepJob) -> tuple[Path, dict]:
     if not found:
         raise SweepError(f"sweep {job.name}: no complete trial yet")
     last = found[-1]
-    chosen = {**last["fixed"], **last["applied"]}
+    chosen = {}
+    for winner in found:  # each stage's winner, in stage order: a later stage may re-draw a key
+        chosen.update(winner["applied"])
     spec = _spec(job)
     quick_keys = {k for stage in spec.stages for k in stage.quick}
     chosen = {k: v for k, v in chosen.items() if k not in quick_keys}

@@ -144,7 +144,7 @@ def storage_for(job: SweepJob):
 def open_study(job: SweepJob, stage: Stage, storage, epochs: int):
     import optuna
 
-    seed = 11785 + 7919 * job.worker
+    seed = None  # every worker, machine and resumed run draws its own points (a fixed seed would repeat them)
     sweep = stage.sweep
     if sweep.method == "grid":
         space = sweep.grid()
@@ -292,17 +292,15 @@ def work(job: SweepJob, log=print) -> dict:
     for stage in spec.stages:
         reference = base_recipe(job, [*job.sets, *(override(k, v) for k, v in {**fixed, **stage.quick}.items())])
         study = open_study(job, stage, storage, epochs=reference["train"]["epochs"])
-        if "fixed" in study.user_attrs:
-            fixed = dict(study.user_attrs["fixed"])
-        else:
-            study.set_user_attr("fixed", fixed)
+        study.set_user_attr("fixed", fixed)  # what this stage starts from (recomputed from the storage every run)
         wanted = trials_for(job, stage)
         prefix = "" if spec.plain else f"[{stage.name}] "
         if finished(study) < wanted and (deadline is None or time.time() < deadline):
             log(f"{prefix}study {study.study_name}: {finished(study)}/{wanted} trials done"
                 + (f"; fixed from earlier stages: {describe(fixed)}" if fixed else ""))
             study.optimize(objective_for(job, stage, fixed, lambda line: log(prefix + line)),
-                           callbacks=[MaxTrialsCallback(wanted, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+                           callbacks=[MaxTrialsCallback(wanted, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                                      StopAfterFailures(log=lambda line: log(prefix + line))],
                            timeout=None if deadline is None else max(1.0, deadline - time.time()),
                            catch=(AsrpipeError,))  # a failed trial (say, out of memory) is one FAIL row
         wait_for_others(study, storage, deadline)
@@ -315,6 +313,22 @@ def work(job: SweepJob, log=print) -> dict:
         log(f"{prefix}winner: trial {best.number}, {describe(best.user_attrs['applied'])} → {job.metric} "
             f"{best.value:.4g}")
     return winners
+
+
+class StopAfterFailures:
+    """Stop this worker's study after `limit` failed trials in a row (missing data, out of memory for every
+    configuration …): failures do not count toward --trials, so they would otherwise go on for ever."""
+
+    def __init__(self, limit: int = 3, log=print):
+        self.limit, self.streak, self.log = limit, 0, log
+
+    def __call__(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        self.streak = self.streak + 1 if trial.state == TrialState.FAIL else 0
+        if self.streak >= self.limit:
+            self.log(f"{self.limit} trials failed in a row (see the lines above); this worker stops")
+            study.stop()
 
 
 def _spec(job: SweepJob) -> Spec:

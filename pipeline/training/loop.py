@@ -200,8 +200,11 @@ def train(task: TrainTask, out_dir: Path, *, tracking: str = "auto", run_name: s
     optimizer = build_optimizer(cfg, model.parameters())
     scaler = torch.amp.GradScaler("cuda", enabled=rt.amp == torch.float16)
     steps = [task.steps(epoch, rt.world_size) for epoch in range(1, cfg.epochs + 1)]
-    schedule = Schedule(cfg.scheduler, optimizer, steps_per_epoch=int(np.ceil(np.mean(steps))),
-                        total_steps=sum(steps), mode=task.direction)
+    # warmup counts optimizer steps: a batch schedule changes them from epoch to epoch (without one, the mean keeps
+    # the step counts every earlier run was trained with)
+    per_epoch = steps if cfg.batch_schedule else int(np.ceil(np.mean(steps)))
+    schedule = Schedule(cfg.scheduler, optimizer, steps_per_epoch=per_epoch, total_steps=sum(steps),
+                        mode=task.direction)
     keeper = (TopKKeeper(ckpt_dir, cfg.keep_top_k, cfg.keep_last, metric=task.metric, direction=task.direction,
                          tag=task.tag) if rt.is_main else None)
 

@@ -33,18 +33,20 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 class Schedule:
     """step_batch() after every optimizer step, step_epoch(dev_metric) after every epoch; one state_dict."""
 
-    def __init__(self, cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+    def __init__(self, cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int | list[int],
                  total_steps: int, mode: str = "min"):
+        """steps_per_epoch: one count for every epoch, or each epoch's own (a batch schedule changes them)."""
         self.cfg = cfg
         total = max(1, total_steps)
-        self.warmup_steps = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
+        self.warmup_steps = min(warmup_steps(cfg.warmup_epochs, steps_per_epoch), total - 1)
         self.total_steps, self.steps = total, 0
         self.epoch_warmed = False
         self.warmup = (LinearLR(optimizer, start_factor=cfg.warmup_start_factor, total_iters=self.warmup_steps)
                        if self.warmup_steps else None)
         self.main = None
         if cfg.name == "cosine":
-            floor = min(cfg.min_lr, min(group["lr"] for group in optimizer.param_groups))  # never climb to min_lr
+            # never climb up to a min_lr above the LR (the LR before warmup scaled it down)
+            floor = min(cfg.min_lr, min(group.get("initial_lr", group["lr"]) for group in optimizer.param_groups))
             self.main = CosineAnnealingLR(optimizer, T_max=max(1, total - self.warmup_steps), eta_min=floor)
         elif cfg.name == "step":
             self.main = StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
@@ -86,6 +88,17 @@ class Schedule:
             self.warmup.load_state_dict(state["warmup"])
         if self.main:
             self.main.load_state_dict(state["main"])
+
+
+def warmup_steps(epochs: float, steps_per_epoch: int | list[int]) -> int:
+    """Optimizer steps in the first `epochs` (fractional) epochs."""
+    if isinstance(steps_per_epoch, int):
+        return round(epochs * steps_per_epoch)
+    whole = int(epochs)
+    done = sum(steps_per_epoch[:whole])
+    if whole < len(steps_per_epoch):
+        done += (epochs - whole) * steps_per_epoch[whole]
+    return round(done)
 
 
 @contextmanager
