@@ -63,6 +63,20 @@ def update_json_atomic(path: Path, **fields) -> dict:
     return data
 
 
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    """A matplotlib figure as an atomic PNG (the folder made if needed); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
 def save_npy_atomic(path: Path, array, *, fsync: bool = False) -> Path:
     import numpy as np
 

@@ -78,9 +78,6 @@ def plot(frame: pd.DataFrame, ranked: pd.DataFrame, path: Path, metric: str) -> 
     locator = mdates.AutoDateLocator()
     bottom.xaxis.set_major_locator(locator)
     bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from pipeline.files import save_figure
+
+    return save_figure(fig, path)

@@ -162,9 +162,6 @@ def plot_curves(frame: pd.DataFrame, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from pipeline.files import save_figure
+
+    return save_figure(fig, path, dpi=110)

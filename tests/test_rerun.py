@@ -5,7 +5,6 @@ systemd-analyze; the history table and PNG."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 import shutil
 import signal
@@ -17,12 +16,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.build import build_pipeline
-from pipeline.kaggle_client import Kaggle
 from pipeline.rerun import SKIPPED, SUBMITTED, gate, predict_public, read_log, rerun
 from pipeline.submission import LEDGER_COLUMNS, append_ledger, read_ledger
 from pipeline.tasks.profiles import resolve_profile
-from tests.kaggle_replica import make_replica
-from tests.kaggle_standin import Competition, KaggleStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = ["--config", "tiny", "--set", "train.quick=0.25"]
@@ -115,25 +111,8 @@ def test_two_reruns_started_together_submit_once(tmp_path):
 
 # ---- the Kaggle path: the stand-in ---------------------------------------------------------------------------------
 
-PROFILE = "hw3p2-f25"
-
-
-@pytest.fixture(scope="module")
-def replica(tmp_path_factory):
-    return dataclasses.replace(make_replica(tmp_path_factory.mktemp("replica"), PROFILE), local_data=None)
-
-
-@pytest.fixture
-def standin(replica, tmp_path, monkeypatch):
-    monkeypatch.setattr(Kaggle, "BACKOFF", 0.0)
-    monkeypatch.setattr(Kaggle, "POLL_FIRST", 0.0)
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    with KaggleStandIn({replica.slug: Competition.from_replica(replica)}, polls_to_score=1) as server:
-        for name, value in server.environment(tmp_path).items():
-            monkeypatch.setenv(name, value)
-        yield server
+# the replica competition behind the loopback stand-in, as the submit tests set it up
+from tests.test_kaggle_submit import PROFILE, replica, standin  # noqa: E402,F401
 
 
 def kaggle_pipeline(tmp_path, *sets):

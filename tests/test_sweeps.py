@@ -24,7 +24,7 @@ import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from pipeline.sweeps.report import trial_rows, write_best
+from pipeline.sweeps.report import trial_rows, write_best, write_plots
 from pipeline.sweeps.spec import Parameter, SpecError, load_spec
 from pipeline.sweeps.study import STORAGE_ENV, SweepJob, masked, open_study, prepare, storage_for, work
 from pipeline.sweeps.wandb_backend import agent_command, agent_sets, run_agent, sweep_config
@@ -210,6 +210,9 @@ def test_a_staged_search_carries_each_winner_into_the_next_stage(tmp_path):
     assert best.read_text().startswith(f"# asrpipe sweep {job.name}")
     rows = trial_rows(job)
     assert list(rows["stage"]) == ["lr", "lr", "batch", "batch"]
+    pngs = write_plots(job)
+    assert {p.name for p in pngs} >= {"lr-history.png", "batch-history.png", "lr-parallel.png"}
+    assert all(p.stat().st_size > 5_000 for p in pngs)
 
 
 @pytest.mark.slow

@@ -89,8 +89,9 @@ def write_plots(job: SweepJob) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as views
+
+    from pipeline.files import save_figure
 
     folder = job.folder / "plots"
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,9 +107,5 @@ def write_plots(job: SweepJob) -> list[Path]:
                     continue
             figure = (ax[0] if hasattr(ax, "__len__") else ax).figure
             figure.set_size_inches(9, 5.5)
-            figure.tight_layout()
-            path = folder / f"{stage}-{kind}.png"
-            figure.savefig(path, dpi=100)
-            plt.close(figure)
-            written.append(path)
+            written.append(save_figure(figure, folder / f"{stage}-{kind}.png"))
     return written
