@@ -653,7 +653,7 @@ def report_sweep(job) -> None:
     typer.echo(f"best: trial {last['trial']} ({last['stage']}), {job.metric} {last['value']:.4g} → {path}")
     plots = write_plots(job)
     if plots:
-        typer.echo(f"plots: {', '.join(str(p) for p in plots)}")
+        typer.echo(f"plots: {len(plots)} PNGs in {plots[0].parent} (history, importances, parallel per stage)")
 
 
 def recorded_sweep(task: str, name: str, storage: str | None, artifacts: Path):
