@@ -33,7 +33,7 @@ class SelectConfig(Section):
 class DecodeConfig(Section):
     beam: int = Field(20, ge=1)
     backend: str = "asrpipe"          # asrpipe | ctcdecode | ctc-beam-decoder (greedy is always reported too)
-    prune_top_k: int | None = Field(None, ge=1)
+    cutoff_top_n: int | None = Field(None, ge=1)
     batch_size: int = Field(16, ge=1)
 
 

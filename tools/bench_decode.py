@@ -46,8 +46,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, default=800)
     parser.add_argument("--classes", type=int, default=41, help="vocabulary including blank")
     parser.add_argument("--beam", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--prune-top-k", type=int, default=40, help="our search: tokens extended per frame")
+    parser.add_argument("--workers", default="1,2", help="worker processes; a list runs each backend once per count")
+    parser.add_argument("--cutoff-top-n", type=int, default=None,
+                        help="classes kept per frame (ctcdecode's cutoff_top_n) for asrpipe and ctcdecode; "
+                             "default: ours exact, ctcdecode its own 40")
     parser.add_argument("--hardness", type=float, default=1.0, help="scales the number of ambiguous frames")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", default=",".join(available_backends()))
@@ -59,9 +61,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def run_backend(name: str, args: argparse.Namespace, log_probs: torch.Tensor, lengths: torch.Tensor):
+def run_backend(name: str, workers: int, args: argparse.Namespace, log_probs: torch.Tensor, lengths: torch.Tensor):
     decoder = make_decoder(
-        name, beam=args.beam, num_classes=args.classes, workers=args.workers, prune_top_k=args.prune_top_k
+        name, beam=args.beam, num_classes=args.classes, workers=workers, cutoff_top_n=args.cutoff_top_n
     )
     decoder.decode(log_probs[:2], lengths[:2])  # start the worker pool outside the timing
     start = time.perf_counter()
@@ -85,28 +87,29 @@ def main() -> None:
         log_probs, lengths = synthetic_ctc_batch(
             args.utterances, args.min_frames, args.max_frames, args.classes, seed=args.seed, hardness=args.hardness
         )
+    worker_counts = [int(w) for w in str(args.workers).split(",")]
     print(
         f"{args.utterances} utterances, {args.min_frames}-{args.max_frames} frames ({int(lengths.sum())} total), "
-        f"{args.classes} classes, beam {args.beam}, {args.workers} workers, torch threads {torch.get_num_threads()}"
+        f"{args.classes} classes, beam {args.beam}, workers {worker_counts}, torch threads {torch.get_num_threads()}"
     )
     backends = [name for name in args.backends.split(",") if name]
     if "greedy" not in backends:
         backends.insert(0, "greedy")
-    results = {name: run_backend(name, args, log_probs, lengths) for name in backends}
-    scores = {name: ctc_log_likelihood(log_probs, lengths, hyps) for name, (hyps, _) in results.items()}
+    runs = {(name, w): run_backend(name, w, args, log_probs, lengths) for name in backends for w in worker_counts}
+    scores = {name: ctc_log_likelihood(log_probs, lengths, runs[name, worker_counts[0]][0]) for name in backends}
     best = torch.stack(list(scores.values())).max(dim=0).values
 
-    print(f"{'backend':<18} {'wall s':>8} {'utts/s':>8} {'Δ log p vs greedy':>18} {'search errors':>14}")
-    for name, (_, seconds) in results.items():
+    speed_columns = "".join(f"{f'utt/s, {w} worker' + ('s' if w > 1 else ''):>18}" for w in worker_counts)
+    print(f"{'backend':<18}{speed_columns} {'Δ log p vs greedy':>18} {'search errors':>14}")
+    for name in backends:
         gain = float((scores[name] - scores["greedy"]).mean())
         errors = int((scores[name] < best - SEARCH_ERROR_TOLERANCE).sum())
-        print(
-            f"{name:<18} {seconds:>8.2f} {args.utterances / seconds:>8.1f} {gain:>+18.3f} "
-            f"{errors:>10d}/{args.utterances}"
-        )
-    if "asrpipe" in results and "ctc-beam-decoder" in results:
-        ratio = results["ctc-beam-decoder"][1] / results["asrpipe"][1]
-        print(f"asrpipe speed / ctc-beam-decoder speed: {ratio:.2f}x")
+        speeds = "".join(f"{args.utterances / runs[name, w][1]:>18.1f}" for w in worker_counts)
+        print(f"{name:<18}{speeds} {gain:>+18.3f} {errors:>10d}/{args.utterances}")
+    for other in ("ctcdecode", "ctc-beam-decoder"):
+        if "asrpipe" in backends and other in backends:
+            ratios = ", ".join(f"{runs[other, w][1] / runs['asrpipe', w][1]:.2f}x at {w}" for w in worker_counts)
+            print(f"asrpipe speed / {other} speed: {ratios}")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from pipeline.decoding.ctc_beam import prefix_beam_search
+from pipeline.decoding.ctc_beam import NEG_INF, BeamResult, beam_search
 from pipeline.decoding.ctc_greedy import greedy_decode
 
-DEFAULT_PRUNE_TOP_K = None  # our search never needs more than beam+1 tokens per frame (exact; see ctc_beam.py)
+DEFAULT_CUTOFF_TOP_N = None  # our search never needs more than beam+1 tokens per frame (exact; see ctc_beam.py)
 CTCDECODE_CUTOFF_TOP_N = 40  # ctcdecode's default
 LOG_PROB_TOLERANCE = 1e-3  # |logsumexp(row)| allowed for float32 log_softmax outputs
 
@@ -102,20 +102,16 @@ class _GreedyChunks:
 
 
 class _PrefixBeamChunks:
-    def __init__(self, beam: int, blank: int, prune_top_k: int | None):
-        self.beam, self.blank, self.prune_top_k = beam, blank, prune_top_k
+    def __init__(self, beam: int, blank: int, cutoff_top_n: int | None):
+        self.beam, self.blank, self.cutoff_top_n = beam, blank, cutoff_top_n
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        if log_probs.is_cuda:
-            return prefix_beam_search(log_probs, lengths, self.beam, self.blank, self.prune_top_k)[0]
-        # The search is thousands of small ops: intra-op threads only add overhead (measured 6x slower with
-        # 2 threads on a busy 2-core box). Parallelism comes from `workers` processes instead.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return prefix_beam_search(log_probs, lengths, self.beam, self.blank, self.prune_top_k)[0]
-        finally:
-            torch.set_num_threads(threads)
+        result = self.search(log_probs, lengths, ranks=1)
+        return [hypotheses[0] for hypotheses in result.tokens]
+
+    def search(self, log_probs: torch.Tensor, lengths: torch.Tensor, ranks: int | None = None,
+               cutoff_prob: float = 1.0) -> BeamResult:
+        return beam_search(log_probs, lengths, self.beam, self.blank, ranks, self.cutoff_top_n, cutoff_prob)
 
 
 class _CtcBeamDecoderChunks:
@@ -139,7 +135,7 @@ class _CtcBeamDecoderChunks:
 class _CtcdecodeChunks:
     """parlance/ctcdecode (not installable here, so untested in CI); its own processes do the parallelism."""
 
-    def __init__(self, beam: int, blank: int, num_classes: int, workers: int):
+    def __init__(self, beam: int, blank: int, num_classes: int, cutoff_top_n: int | None, workers: int):
         from ctcdecode import CTCBeamDecoder
 
         labels = [chr(0x4E00 + c) for c in range(num_classes)]  # ctcdecode wants a label for blank too
@@ -147,7 +143,7 @@ class _CtcdecodeChunks:
             labels,
             beam_width=beam,
             blank_id=blank,
-            cutoff_top_n=min(CTCDECODE_CUTOFF_TOP_N, num_classes),
+            cutoff_top_n=min(cutoff_top_n or CTCDECODE_CUTOFF_TOP_N, num_classes),
             num_processes=workers,
             log_probs_input=True,
         )
@@ -157,17 +153,21 @@ class _CtcdecodeChunks:
         return [results[b, 0, : result_lengths[b, 0]].tolist() for b in range(results.shape[0])]
 
 
-def _chunk_decoder(backend: str, beam: int, blank: int, num_classes: int, prune_top_k: int | None, workers: int):
+def _chunk_decoder(backend: str, beam: int, blank: int, num_classes: int, cutoff_top_n: int | None, workers: int):
     if backend == "greedy":
         return _GreedyChunks(blank)
     if backend == "asrpipe":
-        return _PrefixBeamChunks(beam, blank, prune_top_k)
+        return _PrefixBeamChunks(beam, blank, cutoff_top_n)
     if backend == "ctc-beam-decoder":
         return _CtcBeamDecoderChunks(beam, blank, num_classes)
-    return _CtcdecodeChunks(beam, blank, num_classes, workers)
+    return _CtcdecodeChunks(beam, blank, num_classes, cutoff_top_n, workers)
 
 
 # ---- utterance-parallel workers -------------------------------------------------------------------------
+
+# Measured (2026-12, one core): a search step costs ~0.65 ms whatever the batch, plus ~0.008 ms per utterance in it,
+# so a chunk costs about FRAME_COST_IN_ROWS x its longest utterance + its total frames (in utterance-frames).
+FRAME_COST_IN_ROWS = 80
 
 _worker_decoder = None
 
@@ -178,39 +178,103 @@ def _init_worker(spec: tuple) -> None:
     _worker_decoder = _chunk_decoder(*spec, 1)
 
 
-def _decode_in_worker(chunk: tuple[np.ndarray, np.ndarray]) -> list[list[int]]:
+def _decode_in_worker(chunk: tuple) -> list[list[int]]:
     log_probs, lengths = chunk
     return _worker_decoder(torch.from_numpy(log_probs), torch.from_numpy(lengths))
 
 
-def _split_for_workers(lengths: torch.Tensor, workers: int) -> list[torch.Tensor]:
-    """Utterance indices per worker: dealt round-robin by length so every chunk has similar work."""
-    by_length = torch.argsort(lengths.cpu(), descending=True, stable=True)
-    return [by_length[w::workers] for w in range(workers) if len(by_length[w::workers])]
+def _search_in_worker(chunk: tuple) -> tuple:
+    log_probs, lengths, ranks, cutoff_prob = chunk
+    result = _worker_decoder.search(torch.from_numpy(log_probs), torch.from_numpy(lengths), ranks, cutoff_prob)
+    return result.tokens, result.frames, result.scores
+
+
+def split_for_workers(lengths: torch.Tensor, workers: int) -> list[torch.Tensor]:
+    """Utterance indices per worker: runs of the length-sorted utterances whose costs (FRAME_COST_IN_ROWS x the
+    longest + the total frames) are as even as possible, so every worker is busy to the end. Round-robin
+    chunks would each pay the per-step cost for the longest utterance."""
+    order = torch.argsort(lengths.cpu(), descending=True, stable=True)
+    sorted_lengths = lengths.cpu()[order].tolist()
+
+    def cut(limit: int) -> list[int]:
+        starts, total = [0], FRAME_COST_IN_ROWS * sorted_lengths[0]
+        for i, length in enumerate(sorted_lengths):
+            if i > starts[-1] and total + length > limit:
+                starts.append(i)
+                total = FRAME_COST_IN_ROWS * length
+            total += length
+        return starts
+
+    if not sorted_lengths:
+        return []
+    low, high = 0, FRAME_COST_IN_ROWS * sorted_lengths[0] + sum(sorted_lengths)  # high: one chunk fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if len(cut(middle)) <= workers else (middle, high)
+    bounds = [*cut(high), len(order)]
+    return [order[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+def _merge(indices_per_chunk: list[torch.Tensor], parts: list[tuple], total: int) -> BeamResult:
+    tokens: list = [None] * total
+    frames: list = [None] * total
+    scores = None
+    for indices, (chunk_tokens, chunk_frames, chunk_scores) in zip(indices_per_chunk, parts):
+        if scores is None:
+            scores = chunk_scores.new_full((total, chunk_scores.shape[1]), NEG_INF)
+        scores[indices] = chunk_scores
+        for index, hypotheses, emitted in zip(indices.tolist(), chunk_tokens, chunk_frames):
+            tokens[index], frames[index] = hypotheses, emitted
+    return BeamResult(tokens, frames, scores)
 
 
 class Decoder:
     """A backend plus the input checks and (on CPU) a process pool over utterances."""
 
     def __init__(
-        self, backend: str, beam: int, blank: int, num_classes: int | None, workers: int, prune_top_k: int | None
+        self, backend: str, beam: int, blank: int, num_classes: int | None, workers: int, cutoff_top_n: int | None
     ):
         self.name = backend
         self.beam, self.blank, self.num_classes = beam, blank, num_classes
-        self.workers, self.prune_top_k = workers, prune_top_k
+        self.workers, self.cutoff_top_n = workers, cutoff_top_n
         self._in_process = None
         self._pool = None
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        if self.num_classes is None:
-            self.num_classes = log_probs.shape[-1]
-        check_decoder_inputs(log_probs, lengths, self.num_classes, self.blank)
+        """The best label sequence per utterance."""
+        if self.name == "asrpipe":
+            return [hypotheses[0] for hypotheses in self.search(log_probs, lengths, ranks=1).tokens]
+        self._check(log_probs, lengths)
         if log_probs.shape[0] == 0:
             return []
         # ctcdecode parallelises itself; on a GPU the batch already runs in parallel.
         if self.workers <= 1 or self.name in ("greedy", "ctcdecode") or log_probs.is_cuda:
-            return self._decode_here(log_probs, lengths)
-        return self._decode_in_pool(log_probs, lengths)
+            return self._decoder()(log_probs, lengths)
+        chunks = split_for_workers(lengths, self.workers)
+        hypotheses: list[list[int]] = [[] for _ in range(len(lengths))]
+        for indices, chunk_hypotheses in zip(chunks, self._map(_decode_in_worker, log_probs, lengths, chunks, ())):
+            for index, hypothesis in zip(indices.tolist(), chunk_hypotheses):
+                hypotheses[index] = hypothesis
+        return hypotheses
+
+    def search(self, log_probs: torch.Tensor, lengths: torch.Tensor, ranks: int | None = None,
+               cutoff_prob: float = 1.0) -> BeamResult:
+        """Our search's final beams (tokens, emission frames, scores); the asrpipe backend only."""
+        if self.name != "asrpipe":
+            raise ValueError(f"the {self.name!r} backend returns best paths only; final beams need 'asrpipe'")
+        self._check(log_probs, lengths)
+        if log_probs.shape[0] == 0 or self.workers <= 1 or log_probs.is_cuda:
+            if log_probs.is_cuda:
+                return self._decoder().search(log_probs, lengths, ranks, cutoff_prob)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # thousands of small ops: a second thread only adds overhead (measured)
+            try:
+                return self._decoder().search(log_probs, lengths, ranks, cutoff_prob)
+            finally:
+                torch.set_num_threads(threads)
+        chunks = split_for_workers(lengths, self.workers)
+        parts = self._map(_search_in_worker, log_probs, lengths, chunks, (ranks, cutoff_prob))
+        return _merge(chunks, parts, len(lengths))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -220,31 +284,31 @@ class Decoder:
     def __del__(self) -> None:
         self.close()
 
-    def _spec(self) -> tuple:
-        return (self.name, self.beam, self.blank, self.num_classes, self.prune_top_k)
+    def _check(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> None:
+        if self.num_classes is None:
+            self.num_classes = log_probs.shape[-1]
+        check_decoder_inputs(log_probs, lengths, self.num_classes, self.blank)
 
-    def _decode_here(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    def _spec(self) -> tuple:
+        return (self.name, self.beam, self.blank, self.num_classes, self.cutoff_top_n)
+
+    def _decoder(self):
         if self._in_process is None:
             self._in_process = _chunk_decoder(*self._spec(), self.workers)
-        return self._in_process(log_probs, lengths)
+        return self._in_process
 
-    def _decode_in_pool(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    def _map(self, function, log_probs: torch.Tensor, lengths: torch.Tensor, chunks: list, extra: tuple) -> list:
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self._spec(),))
-        chunks = _split_for_workers(lengths, self.workers)
         log_probs, lengths = log_probs.detach().cpu(), lengths.cpu().long()
         payloads = []
         for indices in chunks:
             chunk_lengths = lengths[indices]
             longest = int(chunk_lengths.max())
-            payloads.append((log_probs[indices, :longest].float().numpy(), chunk_lengths.numpy()))
-        hypotheses: list[list[int]] = [[] for _ in range(len(lengths))]
-        for indices, chunk_hypotheses in zip(chunks, self._pool.map(_decode_in_worker, payloads)):
-            for index, hypothesis in zip(indices.tolist(), chunk_hypotheses):
-                hypotheses[index] = hypothesis
-        return hypotheses
+            payloads.append((log_probs[indices, :longest].float().numpy(), chunk_lengths.numpy(), *extra))
+        return self._pool.map(function, payloads, chunksize=1)
 
 
 def make_decoder(
@@ -253,7 +317,7 @@ def make_decoder(
     blank: int = 0,
     num_classes: int | None = None,
     workers: int = 1,
-    prune_top_k: int | None = DEFAULT_PRUNE_TOP_K,
+    cutoff_top_n: int | None = DEFAULT_CUTOFF_TOP_N,
 ) -> Decoder:
     """A CTC decoder; raises ValueError for an unknown or missing backend or a bad blank/vocabulary/beam."""
     _resolve_backend(backend)
@@ -265,4 +329,4 @@ def make_decoder(
         raise ValueError(f"blank index {blank} is outside 0..{num_classes - 1} for a vocabulary of {num_classes}")
     if num_classes is None and blank < 0:
         raise ValueError(f"blank index must be >= 0, got {blank}")
-    return Decoder(backend, beam, blank, num_classes, workers, prune_top_k)
+    return Decoder(backend, beam, blank, num_classes, workers, cutoff_top_n)

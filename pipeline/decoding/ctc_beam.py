@@ -22,6 +22,7 @@ first, so frame t only touches the utterances that are still running, and paddin
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 NEG_INF = float("-inf")
@@ -79,7 +80,8 @@ class _Beams:
         self.p_blank[:, 0] = 0.0  # one live prefix: the empty one
         self.p_nonblank = torch.full((batch, beam), NEG_INF, device=device, dtype=dtype)
         self.last = torch.full((batch, beam), -1, device=device, dtype=torch.long)
-        self.hash = _dead_slot_hashes(batch, beam, device)
+        self.dead_hash = _dead_slot_hashes(batch, beam, device)
+        self.hash = self.dead_hash.clone()
         self.hash[:, 0] = 0  # hash of the empty prefix
         self.parent_hash = torch.full((batch, beam), _NO_PARENT, device=device, dtype=torch.long)
 
@@ -139,15 +141,18 @@ def _step(
     beams.p_blank[:n] = torch.where(is_extension, NEG_INF, stay_blank.gather(1, stay_index))
     beams.p_nonblank[:n] = torch.where(is_extension, extend.gather(1, ext_index), stay_nonblank.gather(1, stay_index))
     new_hash = torch.where(is_extension, _extend_hash(source_hash, new_token), source_hash)
-    beams.hash[:n] = torch.where(alive, new_hash, _dead_slot_hashes(n, beam, new_hash.device))
+    beams.hash[:n] = torch.where(alive, new_hash, beams.dead_hash[:n])
     new_parent_hash = torch.where(is_extension, source_hash, parent_hash.gather(1, source))
     beams.parent_hash[:n] = torch.where(alive, new_parent_hash, _NO_PARENT)
     beams.last[:n] = torch.where(is_extension, new_token, last.gather(1, source))
     return source, torch.where(is_extension, new_token, -1)
 
 
-def _backtrack(sources: torch.Tensor, emitted: torch.Tensor, active: list[int], ranks: int) -> list[list[list[int]]]:
-    """Follow back-pointers from the best `ranks` final slots; sources/emitted are (T, B, K). [utterance][rank]."""
+def _backtrack(
+    sources: torch.Tensor, emitted: torch.Tensor, active: list[int], ranks: int
+) -> tuple[list[list[list[int]]], list[list[list[int]]]]:
+    """Follow back-pointers from the best `ranks` final slots; sources/emitted are (T, B, K).
+    Returns tokens and the frame each token was emitted at, both [utterance][rank]."""
     num_frames, batch, _ = sources.shape
     slot = torch.arange(ranks, device=sources.device).repeat(batch, 1)
     tokens = torch.full((batch, ranks, num_frames), -1, dtype=torch.int32, device=sources.device)
@@ -157,29 +162,77 @@ def _backtrack(sources: torch.Tensor, emitted: torch.Tensor, active: list[int], 
         tokens[:n, :, t] = emitted[t, :n].gather(1, current)
         slot[:n] = sources[t, :n].gather(1, current).long()
     tokens = tokens.cpu().numpy()
-    return [[row[row >= 0].tolist() for row in utterance] for utterance in tokens]
+    frames = np.arange(num_frames)
+    return ([[row[row >= 0].tolist() for row in utterance] for utterance in tokens],
+            [[frames[row >= 0].tolist() for row in utterance] for utterance in tokens])
 
 
-def _search(
-    log_probs: torch.Tensor, lengths: torch.Tensor, beam: int, blank: int, prune_top_k: int | None, ranks: int
-) -> tuple[list[list[list[int]]], torch.Tensor]:
+def prune_classes(log_probs: torch.Tensor, cutoff_top_n: int | None, cutoff_prob: float = 1.0) -> torch.Tensor:
+    """ctcdecode's per-frame vocabulary pruning: classes outside each frame's kept set (blank included) get -inf.
+
+    Kept: the `cutoff_top_n` most probable classes, fewer when `cutoff_prob` < 1. ctcdecode 1.0.2 sums the kept
+    probabilities in the log domain from log(1) = 0, so it stops once log(1 + Σp) >= cutoff_prob, i.e. when
+    Σp >= e^cutoff_prob - 1 (cutoff_prob 0.5 keeps classes up to 64.9 % of the mass; 0.99 never stops early).
+    Reproduced as is, so that the same arguments give the same answers.
+    """
+    num_classes = log_probs.shape[-1]
+    top_n = min(cutoff_top_n or num_classes, num_classes)
+    if top_n >= num_classes and cutoff_prob >= 1.0:
+        return log_probs
+    ordered, positions = log_probs.sort(dim=-1, descending=True)
+    keep = torch.arange(num_classes, device=log_probs.device) < top_n
+    if cutoff_prob < 1.0:
+        mass = torch.log1p(ordered.double().exp().cumsum(dim=-1))
+        # the class that crosses the threshold is kept: count the ones strictly before it, plus one
+        crossed = torch.cat([torch.zeros_like(mass[..., :1], dtype=torch.bool), mass[..., :-1] >= cutoff_prob], -1)
+        keep = keep & ~crossed.cummax(dim=-1).values
+    pruned = torch.where(keep, ordered, NEG_INF)
+    return torch.empty_like(log_probs).scatter_(-1, positions, pruned)
+
+
+class BeamResult:
+    """The final beams, best first: `tokens[b][r]`, the frame of each token's emission `frames[b][r]`, and
+    `scores` (B, beam) log probs on CPU (-inf past the live prefixes, which are left out of the lists)."""
+
+    def __init__(self, tokens: list, frames: list, scores: torch.Tensor):
+        self.tokens, self.frames, self.scores = tokens, frames, scores
+
+
+@torch.no_grad()
+def beam_search(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    beam: int = 20,
+    blank: int = 0,
+    ranks: int | None = None,
+    cutoff_top_n: int | None = None,
+    cutoff_prob: float = 1.0,
+) -> BeamResult:
+    """The search itself, on log_probs' device; `ranks` final prefixes per utterance (default: the whole beam).
+
+    With the default cutoffs it is exact: the same beams as a search over every class (the module docstring).
+    `cutoff_top_n` / `cutoff_prob` prune each frame's classes as ctcdecode does (`prune_classes`): a
+    speed/quality trade, faster only when cutoff_top_n < beam + 1.
+    """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     batch, _, num_classes = log_probs.shape
     if num_classes < 2:
         raise ValueError("CTC needs at least one class besides blank")
+    ranks = beam if ranks is None else min(ranks, beam)
     dtype = log_probs.dtype if log_probs.dtype in (torch.float32, torch.float64) else torch.float32
     device = log_probs.device
     if batch == 0:
-        return [], torch.empty((0, beam), dtype=dtype)
+        return BeamResult([], [], torch.empty((0, beam), dtype=dtype))
     lengths = lengths.to(device=device, dtype=torch.long)
     max_frames = int(lengths.max().item())
     order = torch.argsort(lengths, descending=True, stable=True)
     # active[t] = number of utterances longer than t; they are the first rows once sorted.
     active = (lengths[order][None, :] > torch.arange(max_frames, device=device)[:, None]).sum(dim=1).tolist()
 
-    frames = log_probs[order, :max_frames].to(dtype).transpose(0, 1).contiguous()  # (T, B, C)
-    tokens_per_frame = min(beam + 1, num_classes - 1, prune_top_k or num_classes)
+    frames = log_probs[order, :max_frames].to(dtype)
+    frames = prune_classes(frames, cutoff_top_n, cutoff_prob).transpose(0, 1).contiguous()  # (T, B, C)
+    tokens_per_frame = min(beam + 1, num_classes - 1, cutoff_top_n or num_classes)
     ext_tokens, ext_scores = _sorted_extension_tokens(frames, blank, tokens_per_frame)
     blank_scores = frames[:, :, blank]
     region = _Region(beam, tokens_per_frame, device)
@@ -195,14 +248,16 @@ def _search(
         emitted[t, :n] = token.to(torch.int32)
 
     sorted_scores = beams.total().cpu()  # slots stay sorted best first
-    sorted_nbest = _backtrack(sources, emitted, active, ranks)
-    nbest: list[list[list[int]]] = [[] for _ in range(batch)]
+    sorted_tokens, sorted_frames = _backtrack(sources, emitted, active, ranks)
+    tokens: list[list[list[int]]] = [[] for _ in range(batch)]
+    emission: list[list[list[int]]] = [[] for _ in range(batch)]
     for position, utterance in enumerate(order.tolist()):
-        live = int((sorted_scores[position, :ranks] > NEG_INF).sum())
-        nbest[utterance] = sorted_nbest[position][: max(live, 1)]
+        live = max(int((sorted_scores[position, :ranks] > NEG_INF).sum()), 1)
+        tokens[utterance] = sorted_tokens[position][:live]
+        emission[utterance] = sorted_frames[position][:live]
     scores = torch.empty_like(sorted_scores)
     scores[order.cpu()] = sorted_scores
-    return nbest, scores
+    return BeamResult(tokens, emission, scores)
 
 
 @torch.no_grad()
@@ -211,15 +266,15 @@ def prefix_beam_search_nbest(
     lengths: torch.Tensor,
     beam: int = 20,
     blank: int = 0,
-    prune_top_k: int | None = None,
+    cutoff_top_n: int | None = None,
 ) -> tuple[list[list[list[int]]], torch.Tensor]:
     """The final beam of every utterance, best first: hypotheses [utterance][rank] and beam scores (B, beam).
 
     Scores are log probs (float32/64 like the input, on CPU); ranks past the live prefixes score -inf and
-    are left out of the lists. `prune_top_k` caps the tokens extended per frame below beam+1 (at beam+1 or
-    more the cap changes nothing, see the module docstring).
+    are left out of the lists.
     """
-    return _search(log_probs, lengths, beam, blank, prune_top_k, ranks=beam)
+    result = beam_search(log_probs, lengths, beam, blank, cutoff_top_n=cutoff_top_n)
+    return result.tokens, result.scores
 
 
 @torch.no_grad()
@@ -228,8 +283,8 @@ def prefix_beam_search(
     lengths: torch.Tensor,
     beam: int = 20,
     blank: int = 0,
-    prune_top_k: int | None = None,
+    cutoff_top_n: int | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
     """Best label sequence per utterance and its beam score (log prob, on CPU)."""
-    nbest, scores = _search(log_probs, lengths, beam, blank, prune_top_k, ranks=1)
-    return [hypotheses[0] for hypotheses in nbest], scores[:, 0]
+    result = beam_search(log_probs, lengths, beam, blank, ranks=1, cutoff_top_n=cutoff_top_n)
+    return [hypotheses[0] for hypotheses in result.tokens], result.scores[:, 0]

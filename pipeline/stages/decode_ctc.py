@@ -16,7 +16,7 @@ from pipeline.tasks.profiles import Profile
 
 def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
-    return {"beam": decode["beam"], "backend": decode["backend"], "prune_top_k": decode["prune_top_k"],
+    return {"beam": decode["beam"], "backend": decode["backend"], "cutoff_top_n": decode["cutoff_top_n"],
             "batch_size": decode["batch_size"]}
 
 
@@ -76,42 +76,51 @@ def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: in
     return result
 
 
-def batches(log_probs: list, size: int):
+# The search's cost is mostly per frame of a batch, not per utterance (ctc_backends.FRAME_COST_IN_ROWS): decode
+# many utterances per call, within a memory budget (back-pointers are frames x utterances x beam).
+SEARCH_FRAMES = 400_000
+SEARCH_CELLS = 8_000_000
+
+
+def batches(log_probs: list, beam: int):
     """(indices, padded (B, T', C), lengths) over length-sorted batches of CPU log-probs (the search is CPU-side)."""
     import torch
 
     from pipeline.decoding.batches import length_batches
 
-    for indices in length_batches([len(x) for x in log_probs], size):
+    budget = max(1, min(SEARCH_FRAMES, SEARCH_CELLS // beam))
+    for indices in length_batches([len(x) for x in log_probs], max_frames=budget):
         chunk = [log_probs[i] for i in indices]
         lengths = torch.tensor([len(x) for x in chunk])
         yield indices, torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths
 
 
-def decode_all(decoder, log_probs: list, batch_size: int, description: str) -> list[list[int]]:
+def decode_all(decoder, log_probs: list, description: str) -> list[list[int]]:
     from pipeline.decoding.batches import scatter
     from pipeline.progress import progress_bar
 
     order, hypotheses = [], []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(log_probs))
-        for indices, padded, lengths in batches(log_probs, batch_size):
+        for indices, padded, lengths in batches(log_probs, decoder.beam):
             order.append(indices)
             hypotheses.append(decoder.decode(padded, lengths))
             bar.advance(task, len(lengths))
     return scatter(order, hypotheses, len(log_probs))
 
 
-def final_beams(log_probs: list, params: dict, batch_size: int) -> list[list[list[int]]]:
+def final_beams(decoder, log_probs: list, description: str) -> list[list[list[int]]]:
     """Our search's whole final beam per utterance, best first (for the oracle figure)."""
     from pipeline.decoding.batches import scatter
-    from pipeline.decoding.ctc import prefix_beam_search_nbest
+    from pipeline.progress import progress_bar
 
     order, beams = [], []
-    for indices, padded, lengths in batches(log_probs, batch_size):
-        nbest, _ = prefix_beam_search_nbest(padded, lengths, params["beam"], 0, params["prune_top_k"] or None)
-        order.append(indices)
-        beams.append([hypotheses or [[]] for hypotheses in nbest])
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(log_probs))
+        for indices, padded, lengths in batches(log_probs, decoder.beam):
+            order.append(indices)
+            beams.append([hypotheses or [[]] for hypotheses in decoder.search(padded, lengths).tokens])
+            bar.advance(task, len(lengths))
     return scatter(order, beams, len(log_probs))
 
 
@@ -147,7 +156,7 @@ def run(run: StageRun) -> dict:
     num_classes = int(log_probs["dev"][0].shape[-1])
     workers = int(run.options.get("workers") or 1)
     greedy = make_decoder("greedy", beam=1, blank=0, num_classes=num_classes)
-    pruning = {"prune_top_k": run.params["prune_top_k"]} if run.params["prune_top_k"] else {}
+    pruning = {"cutoff_top_n": run.params["cutoff_top_n"]} if run.params["cutoff_top_n"] else {}
     try:
         beam = make_decoder(run.params["backend"], beam=run.params["beam"], blank=0, num_classes=num_classes,
                             workers=workers, **pruning)
@@ -157,16 +166,18 @@ def run(run: StageRun) -> dict:
     char_map = run.profile.char_map
     dev = stores["dev"]
     refs = [to_text(dev.labels(i).tolist(), char_map) for i in range(len(dev))]
-    dev_greedy = decode_all(greedy, log_probs["dev"], batch_size, "greedy dev")
+    dev_greedy = decode_all(greedy, log_probs["dev"], "greedy dev")
+    ours = beam if run.params["backend"] == "asrpipe" else make_decoder(
+        "asrpipe", beam=run.params["beam"], blank=0, num_classes=num_classes, workers=workers, **pruning)
     started = time.perf_counter()
-    dev_beams = final_beams(log_probs["dev"], run.params, batch_size)
+    dev_beams = final_beams(ours, log_probs["dev"], f"beam {run.params['beam']} dev (final beams)")
     if run.params["backend"] == "asrpipe":  # the final beam's first entry is our answer: no second search
         dev_beam = [hypotheses[0] for hypotheses in dev_beams]
     else:
         started = time.perf_counter()
-        dev_beam = decode_all(beam, log_probs["dev"], batch_size, f"beam {run.params['beam']} dev")
+        dev_beam = decode_all(beam, log_probs["dev"], f"beam {run.params['beam']} dev")
     dev_seconds = time.perf_counter() - started
-    test_beam = decode_all(beam, log_probs["test"], batch_size, f"beam {run.params['beam']} test")
+    test_beam = decode_all(beam, log_probs["test"], f"beam {run.params['beam']} test")
 
     metrics = {
         "dev_greedy": levenshtein_mean(refs, [to_text(h, char_map) for h in dev_greedy]),
