@@ -270,10 +270,16 @@ def select(task: Task, config: Config = None, sets: Sets = None, force: Force = 
 def decode(task: Task, config: Config = None, sets: Sets = None, force: Force = False,
            beam: Annotated[Optional[int], typer.Option("--beam", help="beam width (1 = greedy)")] = None,
            backend: Annotated[Optional[str], typer.Option("--backend", help="asrpipe | ctcdecode | ctc-beam-decoder")] = None,
+           ensemble: Annotated[Optional[str], typer.Option(
+               "--ensemble", help="other train runs to average in, comma-separated keys from `asrpipe runs` "
+                                  "(sets decode.ensemble_runs)")] = None,
            workers: Workers = 1, device: Device = "auto", artifacts: Artifacts = Path("artifacts"),
            submissions: Submissions = Path("submissions")) -> None:
     """Decode dev and test (greedy, beam and oracle figures on dev); log-probs are cached per checkpoint."""
     sets = list(sets or [])
+    if ensemble is not None:
+        refs = [ref.strip() for ref in ensemble.split(',') if ref.strip()]
+        sets.append(f"decode.ensemble_runs={json.dumps(refs)}")
     if beam is not None:
         sets.append(f"decode.beam={beam}")
     if backend is not None:

@@ -16,7 +16,21 @@ def build_pipeline(task: str, config: str | None, sets: list[str] | tuple[str, .
     profile = with_local_data(resolve_profile(task), data, artifacts)  # --data, or the one remembered earlier
     config_name = config or profile.default_config
     recipe = load_recipe(profile.family, config_name, tuple(sets or ()))
+    if recipe.get("decode", {}).get("ensemble_runs"):
+        recipe["decode"]["ensemble_runs"] = _resolve_runs(recipe["decode"]["ensemble_runs"], artifacts, profile.name)
     options = {**options, "config": config_name, "overrides": list(sets or ())}
     return Pipeline(profile, recipe, stages_for(profile.family), artifacts_root=artifacts,
                     submissions_root=submissions, options=options, config_name=config_name,
                     overrides=tuple(sets or ()))
+
+
+def _resolve_runs(refs: list[str], artifacts: Path, competition: str) -> list[str]:
+    """Run references (key prefixes, folder names) as full keys of complete train runs, so the decode key names
+    exactly the models it averages."""
+    from pipeline.config import ConfigError
+    from pipeline.runs import resolve
+
+    try:
+        return resolve(artifacts, competition, refs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pipeline.errors import AsrpipeError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(AsrpipeError, ValueError):
     """One line naming the file/key and what was expected."""
+
+
+RunRef = Annotated[str, BeforeValidator(str)]  # a train run's key prefix: YAML reads "12345678" as a number
 
 
 class Section(BaseModel):
@@ -33,8 +36,9 @@ class SelectConfig(Section):
 class DecodeConfig(Section):
     beam: int = Field(20, ge=1)
     backend: str = "asrpipe"          # asrpipe | ctcdecode | ctc-beam-decoder (greedy is always reported too)
-    cutoff_top_n: int | None = Field(None, ge=1)
+    cutoff_top_n: int | None = Field(None, ge=1)   # ctcdecode's per-frame class pruning; None: exact search
     batch_size: int = Field(16, ge=1)
+    ensemble_runs: list[RunRef] = []     # other train runs (keys from `asrpipe runs`) whose outputs are averaged in
 
 
 class SubmitConfig(Section):

@@ -3,6 +3,9 @@
 The model's log-probs are cached per selected checkpoint (`artifacts/<competition>/logprobs/<select-key>/`), so
 another beam width or backend costs no network pass. Dev gets greedy, beam and oracle (best of the final beam)
 Levenshtein side by side in the manifest. Outputs: `test_hypotheses.json`, `dev_results.json`.
+
+`decode.ensemble_runs` adds other train runs (pipeline/decoding/ensemble.py): their probabilities are averaged with
+this run's before the search, and the manifest lists each member's own dev figures next to the ensemble's.
 """
 from __future__ import annotations
 
@@ -16,12 +19,18 @@ from pipeline.tasks.profiles import Profile
 
 def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
-    return {"beam": decode["beam"], "backend": decode["backend"], "cutoff_top_n": decode["cutoff_top_n"],
-            "batch_size": decode["batch_size"]}
+    chosen = {"beam": decode["beam"], "backend": decode["backend"], "cutoff_top_n": decode["cutoff_top_n"],
+              "batch_size": decode["batch_size"]}
+    if decode["ensemble_runs"]:  # full keys (pipeline/build.py resolves them); absent otherwise, so keys stay put
+        select = recipe["select"]
+        chosen.update(ensemble_runs=decode["ensemble_runs"], select_method=select["method"],
+                      select_n=1 if select["method"] == "best" else select["n"])
+    return chosen
 
 
 def label(params: dict) -> str:
-    return f"beam{params['beam']}-{params['backend']}"
+    ensemble = f"-ens{len(params['ensemble_runs']) + 1}" if params.get("ensemble_runs") else ""
+    return f"beam{params['beam']}-{params['backend']}{ensemble}"
 
 
 def compute_log_probs(model, store, batch_size: int, description: str):
@@ -45,7 +54,7 @@ def compute_log_probs(model, store, batch_size: int, description: str):
     return scatter(batches, results, len(store))
 
 
-def cached_log_probs(cache: Path, model_path: Path, stores: dict, batch_size: int, device=None,
+def cached_log_probs(cache: Path, model_path: Path | dict, stores: dict, batch_size: int, device=None,
                      computed: list | None = None) -> dict:
     """Load or compute each partition's log-probs (the model on `device`); one process at a time per cache
     (decodes of several beams may run at once), and an unreadable cache file is recomputed rather than trusted.
@@ -137,6 +146,35 @@ def to_text(tokens: list[int], char_map: list[str]) -> str:
     return "".join(char_map[t] for t in tokens)
 
 
+def model_log_probs(run: StageRun, stores: dict, device) -> tuple[dict, list[tuple[str, dict]], list[str]]:
+    """The log-probs to decode (the selected model's, or the ensemble's average), [(train key, log-probs)] of
+    every model (the pipeline's own first; each cached in logprobs/<its select key>/), and the partitions whose
+    log-probs were computed for the pipeline's own model (not read from its cache)."""
+    import hashlib
+
+    from pipeline.decoding.ensemble import mean_log_probs, member_models
+
+    logprobs_root = run.artifacts_root / run.profile.name / "logprobs"
+    select = run.inputs["select"]
+    models = [(run.keys.get("train", select.key), select.key[:16], select.dir / "model.pt")]
+    for key, model in member_models(run):
+        identity = f"{key}:{run.params['select_method']}:{run.params['select_n']}"
+        models.append((key, hashlib.sha256(identity.encode()).hexdigest()[:16], model))
+    members, computed_own = [], None
+    for key, cache_name, model in models:
+        computed: list[str] = []
+        computed_own = computed if computed_own is None else computed_own
+        cache = logprobs_root / cache_name
+        members.append((key, cached_log_probs(cache, model, stores, run.params["batch_size"], device, computed)))
+        run.log(f"log-probs of {key[:8]} on {device}: computed {', '.join(computed)}" if computed else
+                f"log-probs of {key[:8]} read from the cache {cache} (no model run)")
+    if len(members) == 1:
+        return members[0][1], members, computed_own
+    names = [key for key, _ in members]
+    average = {name: mean_log_probs([member[name] for _, member in members], names) for name in stores}
+    return average, members, computed_own
+
+
 def run(run: StageRun) -> dict:
     from pipeline.data.store import FeatureStore
     from pipeline.decoding.ctc import make_decoder
@@ -146,13 +184,7 @@ def run(run: StageRun) -> dict:
     device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
     stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
-    select = run.inputs["select"]
-    cache = run.artifacts_root / run.profile.name / "logprobs" / select.key[:16]
-    batch_size = run.params["batch_size"]
-    computed: list[str] = []
-    log_probs = cached_log_probs(cache, select.dir / "model.pt", stores, batch_size, device, computed)
-    run.log(f"log-probs on {device}: computed {', '.join(computed)}" if computed else
-            f"log-probs read from the cache {cache} (no model run)")
+    log_probs, members, computed = model_log_probs(run, stores, device)
     num_classes = int(log_probs["dev"][0].shape[-1])
     workers = int(run.options.get("workers") or 1)
     greedy = make_decoder("greedy", beam=1, blank=0, num_classes=num_classes)
@@ -186,6 +218,13 @@ def run(run: StageRun) -> dict:
         "test_utterances": len(test_beam),
     }
     metrics["dev_oracle"] = oracle_levenshtein(dev_beams, refs, char_map)
+    if len(members) > 1:  # each member alone, for the ensemble's gain
+        metrics["members"] = [
+            {"train_key": key[:8], "dev_greedy": levenshtein_mean(refs, [to_text(h, char_map) for h in decode_all(
+                greedy, member["dev"], f"greedy dev {key[:8]}")]),
+             "dev_beam": levenshtein_mean(refs, [to_text(h, char_map) for h in decode_all(
+                 beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}")])}
+            for key, member in members]
     metrics["device"] = str(device)
     metrics["logprobs_computed"] = computed  # partitions whose log-probs this run computed (others: the cache)
     write_json_atomic(run.out / "dev_results.json", {

@@ -24,14 +24,27 @@ from pipeline.tasks.profiles import Profile
 
 def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
-    return {"ensemble": decode["ensemble"], "batch_size": decode["batch_size"]}
+    chosen = {"ensemble": decode["ensemble"], "batch_size": decode["batch_size"]}
+    if decode["ensemble_runs"]:  # full keys (pipeline/build.py resolves them); absent otherwise, so keys stay put
+        select = recipe["select"]
+        chosen.update(ensemble_runs=decode["ensemble_runs"], select_method=select["method"],
+                      select_n=1 if select["method"] == "best" else select["n"])
+    return chosen
 
 
 def label(params: dict) -> str:
-    return "argmax" if params["ensemble"] == 1 else f"argmax-ens{params['ensemble']}"
+    runs = f"-runs{len(params['ensemble_runs']) + 1}" if params.get("ensemble_runs") else ""
+    return ("argmax" if params["ensemble"] == 1 else f"argmax-ens{params['ensemble']}") + runs
 
 
-def ensemble_members(run: StageRun) -> list[Path]:
+def ensemble_members(run: StageRun) -> list[Path | dict]:
+    """This run's model(s) (decode.ensemble), then the other runs' selected models (decode.ensemble_runs)."""
+    from pipeline.decoding.ensemble import member_models
+
+    return _own_members(run) + [model for _, model in member_models(run)]
+
+
+def _own_members(run: StageRun) -> list[Path]:
     if run.params["ensemble"] == 1:
         return [run.inputs["select"].dir / "model.pt"]
     index_path = run.inputs["train"].dir / "checkpoints" / "index.json"
@@ -43,7 +56,7 @@ def ensemble_members(run: StageRun) -> list[Path]:
     return [index_path.parent / e["file"] for e in entries]
 
 
-def posteriors(checkpoint: Path, stores: dict, batch_size: int, device=None) -> dict[str, np.ndarray]:
+def posteriors(checkpoint: Path | dict, stores: dict, batch_size: int, device=None) -> dict[str, np.ndarray]:
     """Softmax (frames, classes) float32 per partition, frames in store order (the model on `device`, default
     auto: CUDA when present). Frames are classified independently: batches are runs of consecutive frame windows
     (no padding), so there is no length ordering to undo."""
@@ -55,32 +68,38 @@ def posteriors(checkpoint: Path, stores: dict, batch_size: int, device=None) -> 
     from pipeline.models.load import load_model
     from pipeline.training.checkpoints import load_checkpoint
 
-    saved = load_checkpoint(checkpoint)
+    saved = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    name = checkpoint.name if isinstance(checkpoint, Path) else "+".join(checkpoint.get("selected_from", ["model"]))
     device = resolve_device(None) if device is None else torch.device(device)
     model = load_model(saved, device)
     padding = (saved.get("data") or {}).get("padding", "utterance")
     result = {}
     with torch.inference_mode(), progress_bar() as bar:
-        for name, store in stores.items():
+        for partition, store in stores.items():
             windows = FrameWindows(store, model.cfg.context, padding)
             out = np.empty((len(windows), model.cfg.num_classes), np.float32)
-            task = bar.add_task(f"posteriors {name} ({checkpoint.name})", total=len(windows))
+            task = bar.add_task(f"posteriors {partition} ({name})", total=len(windows))
             start = 0
             for x, _ in windows.batches(batch_size, shuffle=False, with_labels=False):
                 probs = torch.softmax(model(torch.from_numpy(x).to(device)).float(), dim=-1)
                 out[start : start + len(x)] = probs.cpu().numpy()
                 start += len(x)
                 bar.advance(task, len(x))
-            result[name] = out
+            result[partition] = out
     return result
 
 
-def averaged_posteriors(members: list[Path], stores: dict, batch_size: int, device=None) -> dict[str, np.ndarray]:
+def averaged_posteriors(members: list[Path | dict], stores: dict, batch_size: int, device=None,
+                        dev_truth: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], list[float]]:
+    """The members' mean posteriors per partition, and each member's own dev frame accuracy (%)."""
     total: dict[str, np.ndarray] = {}
-    for path in members:
-        for name, probs in posteriors(path, stores, batch_size, device).items():
+    alone = []
+    for member in members:
+        for name, probs in posteriors(member, stores, batch_size, device).items():
             total[name] = total[name] + probs if name in total else probs
-    return {name: probs / len(members) for name, probs in total.items()}
+            if name == "dev" and dev_truth is not None:
+                alone.append(round(float((probs.argmax(axis=1) == dev_truth).mean() * 100), 3))
+    return {name: probs / len(members) for name, probs in total.items()}, alone
 
 
 def run(run: StageRun) -> dict:
@@ -94,9 +113,9 @@ def run(run: StageRun) -> dict:
     normalized = run.inputs["normalize"].dir
     stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
     members = ensemble_members(run)
-    probs = averaged_posteriors(members, stores, run.params["batch_size"], device)
-    symbols = list(run.profile.symbols)
     dev_truth = np.asarray(stores["dev"].labels_array)
+    probs, members_acc = averaged_posteriors(members, stores, run.params["batch_size"], device, dev_truth)
+    symbols = list(run.profile.symbols)
     dev_predicted = probs["dev"].argmax(axis=1)
     test_predicted = probs["test"].argmax(axis=1).astype(np.int32)
 
@@ -117,8 +136,13 @@ def run(run: StageRun) -> dict:
     run.log(f"dev frame accuracy {dev_acc:.2f}% (majority class {symbols[majority]}: {majority_acc:.2f}%), "
             f"{len(members)} model(s) on {device}; confusion → {run.out / 'dev_confusion.png'}")
     return {"dev_acc": dev_acc, "dev_majority_acc": majority_acc, "dev_frames": int(len(dev_truth)),
-            "test_frames": int(len(test_predicted)), "members": [p.name for p in members],
+            "test_frames": int(len(test_predicted)), "members": [_member_name(m) for m in members],
+            "members_dev_acc": members_acc,
             "per_phoneme_acc": per_phoneme, "device": str(device)}
+
+
+def _member_name(member: Path | dict) -> str:
+    return member.name if isinstance(member, Path) else f"run {member.get('run_key', '?')[:8]}"
 
 
 STAGE = Stage(name="decode", upstream=("normalize", "select", "train"),

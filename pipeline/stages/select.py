@@ -47,17 +47,24 @@ def choose(checkpoints: Path, method: str, n: int) -> list[dict]:
     return entries
 
 
-def run(run: StageRun) -> dict:
+def selected_model(train_dir: Path, method: str, n: int) -> tuple[dict, list[dict]]:
+    """The model file select writes for a train run folder (also used for other runs in a decode ensemble)."""
     from pipeline.training.checkpoints import load_checkpoint
 
-    checkpoints = run.inputs["train"].dir / "checkpoints"
-    entries = choose(checkpoints, run.params["method"], run.params["n"])
+    checkpoints = train_dir / "checkpoints"
+    entries = choose(checkpoints, method, n)
     loaded = [load_checkpoint(checkpoints / e["file"]) for e in entries]
     model = dict(loaded[0])
     model["state_dict"] = average_state_dicts([c["state_dict"] for c in loaded])
     model["selected_from"] = [e["file"] for e in entries]
-    record = run.inputs["train"].dir / "normalization.json"
+    record = train_dir / "normalization.json"
     model["normalization"] = json.loads(record.read_text()) if record.exists() else None
+    return model, entries
+
+
+def run(run: StageRun) -> dict:
+    checkpoints = run.inputs["train"].dir / "checkpoints"
+    model, entries = selected_model(run.inputs["train"].dir, run.params["method"], run.params["n"])
     torch_save_atomic(model, run.out / "model.pt")
     write_json_atomic(run.out / "sources.json", entries)
     run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}")

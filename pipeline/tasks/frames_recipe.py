@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.config import RunRef
 from pipeline.errors import AsrpipeError
 from pipeline.tasks.train_recipe import SchedulerConfig, SpecAugmentConfig, TrainConfig
 
@@ -184,6 +185,7 @@ class FrameDecodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ensemble: int = Field(1, ge=1)       # 1: the selected model.pt; N: average the softmax of the N best checkpoints
+    ensemble_runs: list[RunRef] = []        # other train runs (keys from `asrpipe runs`) whose posteriors are averaged in
     batch_size: int = Field(8192, ge=1)
 
 

@@ -1,0 +1,65 @@
+"""Decode ensembles of train runs: other runs' models, each picked with the recipe's select method, next to the
+pipeline's own; their per-frame outputs are averaged (CTC log-probs or hw1p2 posteriors) and decoded once.
+
+    decode.ensemble_runs: [5cbf1175, 9a0e77d2]       # keys as `asrpipe runs` shows them, or folder names
+    asrpipe decode --task demo-hw3p2 --ensemble 5cbf1175,9a0e77d2
+
+The references are resolved to full keys of complete runs when the pipeline is built (pipeline/build.py), so the
+decode key names exactly the models it averages. Probabilities are averaged (log of the mean), not log-probs:
+the average stays a distribution and one confident member cannot veto the others.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def member_models(run, field: str = "decode.ensemble_runs") -> list[tuple[str, dict]]:
+    """(key, selected model dict) for each other run in the ensemble, refusing runs trained on other features."""
+    from pipeline.engine import EngineError
+    from pipeline.runs import run_folder
+    from pipeline.stages.select import selected_model
+
+    own = run.keys.get("train")
+    normalize = run.inputs["normalize"].key
+    members = []
+    for key in run.params.get("ensemble_runs", []):
+        if key == own:
+            continue  # the pipeline's own run is always a member
+        try:
+            folder = run_folder(run.artifacts_root, run.profile.name, key)
+        except FileNotFoundError as exc:
+            raise EngineError(f"{field}: {exc}") from None
+        trained_on = _json(folder / "manifest.json").get("upstream", {}).get("normalize", {}).get("key")
+        if trained_on != normalize:
+            raise EngineError(f"{field}: run {folder.name} was trained on other features (normalize "
+                              f"{str(trained_on)[:8]}, this decode reads {normalize[:8]}); ensemble runs must share "
+                              "the normalize stage (normalize.method)")
+        model, _ = selected_model(folder, run.params["select_method"], run.params["select_n"])
+        members.append((key, {**model, "run_key": key}))
+    return members
+
+
+def mean_log_probs(members: list[list], names: list[str], field: str = "decode.ensemble_runs") -> list:
+    """Per utterance, log of the mean of the members' probabilities; members must give the same frame counts."""
+    import torch
+
+    from pipeline.engine import EngineError
+
+    first = members[0]
+    for name, member in zip(names[1:], members[1:]):
+        for index, (a, b) in enumerate(zip(first, member)):
+            if a.shape != b.shape:
+                raise EngineError(f"{field}: run {name[:8]} gives {tuple(b.shape)} (frames, classes) for utterance "
+                                  f"{index} where {names[0][:8]} gives {tuple(a.shape)}: a CTC ensemble needs the same "
+                                  "frame rate and symbols (model.downsample / model.subsample)")
+    return [torch.logsumexp(torch.stack(frames), dim=0) - math.log(len(members)) for frames in zip(*members)]
+
+
+def _json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
