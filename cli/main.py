@@ -269,7 +269,7 @@ def select(task: Task, config: Config = None, sets: Sets = None, force: Force = 
 @app.command()
 def decode(task: Task, config: Config = None, sets: Sets = None, force: Force = False,
            beam: Annotated[Optional[int], typer.Option("--beam", help="beam width (1 = greedy)")] = None,
-           backend: Annotated[Optional[str], typer.Option("--backend", help="asrpipe | ctcdecode | ctc-beam-decoder")] = None,
+           backend: Annotated[Optional[str], typer.Option("--backend", help="asrpipe | ctcdecode | ctc-beam-decoder | cuda-ctc")] = None,
            ensemble: Annotated[Optional[str], typer.Option(
                "--ensemble", help="other train runs to average in, comma-separated keys from `asrpipe runs` "
                                   "(sets decode.ensemble_runs)")] = None,

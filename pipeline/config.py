@@ -35,10 +35,13 @@ class SelectConfig(Section):
 
 class DecodeConfig(Section):
     beam: int = Field(20, ge=1)
-    backend: str = "asrpipe"          # asrpipe | ctcdecode | ctc-beam-decoder (greedy is always reported too)
+    backend: str = "asrpipe"          # asrpipe | ctcdecode | ctc-beam-decoder | cuda-ctc (greedy always reported too)
     cutoff_top_n: int | None = Field(None, ge=1)   # ctcdecode's per-frame class pruning; None: exact search
     batch_size: int = Field(16, ge=1)
     ensemble_runs: list[RunRef] = []     # other train runs (keys from `asrpipe runs`) whose outputs are averaged in
+    lm_order: int = Field(0, ge=0, le=4)  # n-gram over the output symbols, fused into the search; 0: no LM
+    alpha: float = 0.0                # LM weight (ctcdecode's alpha)
+    beta: float = 0.0                 # length bonus per symbol (ctcdecode's beta)
 
 
 class SubmitConfig(Section):

@@ -218,6 +218,45 @@ def test_two_workers_give_the_same_answers_as_one(backend):
         two.close()
 
 
+def test_whole_batches_spread_over_workers_give_the_same_answers():
+    batches = [synthetic_ctc_batch(5, 30, 90, 41, seed=seed) for seed in range(5)]
+    one = make_decoder("asrpipe", beam=6, num_classes=41)
+    two = make_decoder("asrpipe", beam=6, num_classes=41, workers=2)
+    try:
+        assert list(two.decode_batches(batches)) == [one.decode(*batch) for batch in batches]
+        spread = list(two.search_batches(batches))
+        alone = [one.search(*batch) for batch in batches]
+        assert [r.tokens for r in spread] == [r.tokens for r in alone]
+        assert all(torch.equal(a.scores, b.scores) for a, b in zip(spread, alone))
+    finally:
+        two.close()
+
+
+def test_workers_get_runs_of_similar_length_with_even_costs():
+    """Lengths 200-1600: the longest utterances' worker gets fewer of them (each search step costs
+    FRAME_COST_IN_ROWS utterance-frames whatever the batch), costs come out even and below round-robin's, and
+    every index is dealt exactly once."""
+    from pipeline.decoding.ctc_backends import FRAME_COST_IN_ROWS, split_for_workers
+
+    lengths = torch.randint(200, 1601, (256,), generator=torch.Generator().manual_seed(0))
+    chunks = split_for_workers(lengths, 2)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(len(lengths)))
+    costs = [FRAME_COST_IN_ROWS * int(lengths[c].max()) + int(lengths[c].sum()) for c in chunks]
+    assert int(lengths.argmax()) in chunks[0].tolist() and len(chunks[0]) < len(chunks[1])
+    assert max(costs) / min(costs) < 1.1
+    round_robin = FRAME_COST_IN_ROWS * int(lengths.max()) + int(lengths.sum()) // 2
+    assert max(costs) < 0.95 * round_robin
+    assert split_for_workers(torch.tensor([5]), 4) == [torch.tensor([0])]
+
+
+def test_cuda_backend_without_cuda_or_torchaudio_is_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    with pytest.raises(ValueError, match="'cuda-ctc' (is not installed|runs on CUDA only)") as error:
+        make_decoder("cuda-ctc", beam=4)
+    assert "\n" not in str(error.value)
+
+
 def test_backends_agree_on_an_easy_utterance():
     log_probs = one_hot_log_probs([A, A, 0, A, B_, B_, 0, 0, C_])
     for backend in available_backends():

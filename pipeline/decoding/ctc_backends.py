@@ -3,14 +3,16 @@
     decoder = make_decoder("asrpipe", beam=20, blank=0, num_classes=41, workers=2)
     hypotheses = decoder.decode(log_probs, lengths)   # (B, T, C) log-softmax, (B,) -> list of token lists
 
-Backends: "greedy" and "asrpipe" (our prefix beam search, ctc_beam.py) always; "ctc-beam-decoder"
-(`pip install ctc-beam-decoder`, a C++ port of pyctcdecode) and "ctcdecode" (parlance/ctcdecode, source
-build only) when importable. Every backend sees the same checked log-probs.
+Backends: "greedy" and "asrpipe" (our prefix beam search, ctc_beam.py; on CUDA when the log-probs are) always;
+"ctc-beam-decoder" (`pip install ctc-beam-decoder`, a C++ port of pyctcdecode), "ctcdecode" (parlance/ctcdecode,
+source build only) and "cuda-ctc" (torchaudio's cuda_ctc_decoder, with CUDA) when importable. Every backend sees
+the same checked log-probs.
 """
 from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -26,8 +28,11 @@ LOG_PROB_TOLERANCE = 1e-3  # |logsumexp(row)| allowed for float32 log_softmax ou
 _OPTIONAL_BACKENDS = {
     # backend -> (importable module, install hint)
     "ctc-beam-decoder": ("ctc_beam_decoder", "pip install ctc-beam-decoder  (or: pip install -e '.[decoders]')"),
-    "ctcdecode": ("ctcdecode", "build from source: https://github.com/parlance/ctcdecode (needs network + g++)"),
+    "ctcdecode": ("ctcdecode", "build from source: https://github.com/parlance/ctcdecode (needs network + g++); "
+                               "its API on our search: from pipeline.decoding import CTCBeamDecoder"),
+    "cuda-ctc": ("torchaudio", "pip install torchaudio matching your torch (its cuda_ctc_decoder); CUDA only"),
 }
+CUDA_BACKENDS = ("cuda-ctc",)
 
 
 class CTCDecoder(Protocol):
@@ -37,7 +42,8 @@ class CTCDecoder(Protocol):
 
 
 def available_backends() -> list[str]:
-    optional = [name for name, (module, _) in _OPTIONAL_BACKENDS.items() if importlib.util.find_spec(module)]
+    optional = [name for name, (module, _) in _OPTIONAL_BACKENDS.items()
+                if importlib.util.find_spec(module) and (name not in CUDA_BACKENDS or torch.cuda.is_available())]
     return ["greedy", "asrpipe", *optional]
 
 
@@ -79,6 +85,9 @@ def _resolve_backend(backend: str) -> None:
     module, install = _OPTIONAL_BACKENDS[backend]
     if importlib.util.find_spec(module) is None:
         raise ValueError(f"CTC decoder backend {backend!r} is not installed ({install}); available: {available}")
+    if backend in CUDA_BACKENDS and not torch.cuda.is_available():
+        raise ValueError(f"CTC decoder backend {backend!r} runs on CUDA only and no CUDA device is visible; "
+                         f"available: {available}")
 
 
 def _token_labels(num_classes: int, blank: int) -> list[str]:
@@ -102,8 +111,10 @@ class _GreedyChunks:
 
 
 class _PrefixBeamChunks:
-    def __init__(self, beam: int, blank: int, cutoff_top_n: int | None):
+    def __init__(self, beam: int, blank: int, cutoff_top_n: int | None, lm=None, alpha: float = 0.0,
+                 beta: float = 0.0):
         self.beam, self.blank, self.cutoff_top_n = beam, blank, cutoff_top_n
+        self.lm, self.alpha, self.beta = lm, alpha, beta
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         result = self.search(log_probs, lengths, ranks=1)
@@ -111,7 +122,8 @@ class _PrefixBeamChunks:
 
     def search(self, log_probs: torch.Tensor, lengths: torch.Tensor, ranks: int | None = None,
                cutoff_prob: float = 1.0) -> BeamResult:
-        return beam_search(log_probs, lengths, self.beam, self.blank, ranks, self.cutoff_top_n, cutoff_prob)
+        return beam_search(log_probs, lengths, self.beam, self.blank, ranks, self.cutoff_top_n, cutoff_prob,
+                           self.lm, self.alpha, self.beta)
 
 
 class _CtcBeamDecoderChunks:
@@ -153,13 +165,34 @@ class _CtcdecodeChunks:
         return [results[b, 0, : result_lengths[b, 0]].tolist() for b in range(results.shape[0])]
 
 
-def _chunk_decoder(backend: str, beam: int, blank: int, num_classes: int, cutoff_top_n: int | None, workers: int):
+class _CudaCtcChunks:
+    """torchaudio's cuda_ctc_decoder (blank must be 0; frames whose blank probability exceeds its
+    blank_skip_threshold 0.95 are skipped, its speed trade). Inputs go to the GPU, answers come back as lists."""
+
+    def __init__(self, beam: int, blank: int, num_classes: int):
+        if blank != 0:
+            raise ValueError(f"torchaudio's cuda_ctc_decoder needs blank index 0, got {blank}")
+        from torchaudio.models.decoder import cuda_ctc_decoder
+
+        self.decoder = cuda_ctc_decoder([chr(0x4E00 + c) for c in range(num_classes)], nbest=1, beam_size=beam)
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        device = log_probs.device if log_probs.is_cuda else torch.device("cuda")
+        results = self.decoder(log_probs.detach().to(device, torch.float32).contiguous(),
+                               lengths.to(device, torch.int32))
+        return [list(hypotheses[0].tokens) if hypotheses else [] for hypotheses in results]
+
+
+def _chunk_decoder(backend: str, beam: int, blank: int, num_classes: int, cutoff_top_n: int | None, fusion: tuple,
+                   workers: int):
     if backend == "greedy":
         return _GreedyChunks(blank)
     if backend == "asrpipe":
-        return _PrefixBeamChunks(beam, blank, cutoff_top_n)
+        return _PrefixBeamChunks(beam, blank, cutoff_top_n, *fusion)
     if backend == "ctc-beam-decoder":
         return _CtcBeamDecoderChunks(beam, blank, num_classes)
+    if backend == "cuda-ctc":
+        return _CudaCtcChunks(beam, blank, num_classes)
     return _CtcdecodeChunks(beam, blank, num_classes, cutoff_top_n, workers)
 
 
@@ -232,11 +265,13 @@ class Decoder:
     """A backend plus the input checks and (on CPU) a process pool over utterances."""
 
     def __init__(
-        self, backend: str, beam: int, blank: int, num_classes: int | None, workers: int, cutoff_top_n: int | None
+        self, backend: str, beam: int, blank: int, num_classes: int | None, workers: int, cutoff_top_n: int | None,
+        fusion: tuple = (),
     ):
         self.name = backend
         self.beam, self.blank, self.num_classes = beam, blank, num_classes
         self.workers, self.cutoff_top_n = workers, cutoff_top_n
+        self.fusion = fusion  # (NgramLM, alpha, beta) or ()
         self._in_process = None
         self._pool = None
 
@@ -248,7 +283,7 @@ class Decoder:
         if log_probs.shape[0] == 0:
             return []
         # ctcdecode parallelises itself; on a GPU the batch already runs in parallel.
-        if self.workers <= 1 or self.name in ("greedy", "ctcdecode") or log_probs.is_cuda:
+        if self.workers <= 1 or self.name in ("greedy", "ctcdecode", *CUDA_BACKENDS) or log_probs.is_cuda:
             return self._decoder()(log_probs, lengths)
         chunks = split_for_workers(lengths, self.workers)
         hypotheses: list[list[int]] = [[] for _ in range(len(lengths))]
@@ -276,6 +311,29 @@ class Decoder:
         parts = self._map(_search_in_worker, log_probs, lengths, chunks, (ranks, cutoff_prob))
         return _merge(chunks, parts, len(lengths))
 
+    def decode_batches(self, batches) -> "Iterator[list[list[int]]]":
+        """decode() of each (log_probs, lengths) batch, in order. With workers on CPU whole batches go to different
+        workers (each pays the per-step cost once), not each batch split among them."""
+        return self._over_batches(batches, _decode_in_worker, (), self.decode, lambda answers: answers)
+
+    def search_batches(self, batches, ranks: int | None = None) -> "Iterator[BeamResult]":
+        """search() of each batch, in order, spread over the workers like decode_batches."""
+        if self.name != "asrpipe":
+            raise ValueError(f"the {self.name!r} backend returns best paths only; final beams need 'asrpipe'")
+        return self._over_batches(batches, _search_in_worker, (ranks, 1.0), lambda p, l: self.search(p, l, ranks),
+                                  lambda part: BeamResult(*part))
+
+    def _over_batches(self, batches, worker_function, extra: tuple, here, wrap):
+        batches = list(batches)
+        spread = (self.workers > 1 and len(batches) >= self.workers and self.name not in ("greedy", "ctcdecode",
+                  *CUDA_BACKENDS) and not any(log_probs.is_cuda for log_probs, _ in batches))
+        if not spread:
+            return (here(log_probs, lengths) for log_probs, lengths in batches)
+        for log_probs, lengths in batches:
+            self._check(log_probs, lengths)
+        payloads = [(log_probs.detach().float().numpy(), lengths.long().numpy(), *extra) for log_probs, lengths in batches]
+        return (wrap(part) for part in self._get_pool().imap(worker_function, payloads))
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
@@ -290,18 +348,22 @@ class Decoder:
         check_decoder_inputs(log_probs, lengths, self.num_classes, self.blank)
 
     def _spec(self) -> tuple:
-        return (self.name, self.beam, self.blank, self.num_classes, self.cutoff_top_n)
+        return (self.name, self.beam, self.blank, self.num_classes, self.cutoff_top_n, self.fusion)
 
     def _decoder(self):
         if self._in_process is None:
             self._in_process = _chunk_decoder(*self._spec(), self.workers)
         return self._in_process
 
-    def _map(self, function, log_probs: torch.Tensor, lengths: torch.Tensor, chunks: list, extra: tuple) -> list:
+    def _get_pool(self):
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self._spec(),))
+        return self._pool
+
+    def _map(self, function, log_probs: torch.Tensor, lengths: torch.Tensor, chunks: list, extra: tuple) -> list:
+        self._get_pool()
         log_probs, lengths = log_probs.detach().cpu(), lengths.cpu().long()
         payloads = []
         for indices in chunks:
@@ -318,9 +380,15 @@ def make_decoder(
     num_classes: int | None = None,
     workers: int = 1,
     cutoff_top_n: int | None = DEFAULT_CUTOFF_TOP_N,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
 ) -> Decoder:
-    """A CTC decoder; raises ValueError for an unknown or missing backend or a bad blank/vocabulary/beam."""
+    """A CTC decoder; raises ValueError for an unknown or missing backend or a bad blank/vocabulary/beam. `lm` (an
+    ngram.NgramLM, asrpipe backend only) is fused into the search with weight alpha and a length bonus beta."""
     _resolve_backend(backend)
+    if lm is not None and backend != "asrpipe":
+        raise ValueError(f"n-gram LM fusion needs the asrpipe backend, not {backend!r}")
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     if workers < 1:
@@ -329,4 +397,4 @@ def make_decoder(
         raise ValueError(f"blank index {blank} is outside 0..{num_classes - 1} for a vocabulary of {num_classes}")
     if num_classes is None and blank < 0:
         raise ValueError(f"blank index must be >= 0, got {blank}")
-    return Decoder(backend, beam, blank, num_classes, workers, cutoff_top_n)
+    return Decoder(backend, beam, blank, num_classes, workers, cutoff_top_n, (lm, alpha, beta) if lm else ())

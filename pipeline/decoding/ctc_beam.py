@@ -58,10 +58,11 @@ def _sorted_extension_tokens(
 
 
 class _Region:
-    """The (slot rank, token rank) pairs that can still make the top `beam`: (r+1)*s <= beam."""
+    """The (slot rank, token rank) pairs that can still make the top `beam`: (r+1)*s <= beam; every pair when
+    `full` (with a language model each slot ranks the tokens differently, so the bound does not hold)."""
 
-    def __init__(self, beam: int, tokens: int, device: torch.device):
-        pairs = [(r, s) for r in range(beam) for s in range(min(tokens, beam // (r + 1) + 1))]
+    def __init__(self, beam: int, tokens: int, device: torch.device, full: bool = False):
+        pairs = [(r, s) for r in range(beam) for s in range(tokens if full else min(tokens, beam // (r + 1) + 1))]
         self.size = len(pairs)
         self.slot = torch.tensor([r for r, _ in pairs], device=device)
         self.column = torch.tensor([s for _, s in pairs], device=device)
@@ -72,10 +73,26 @@ class _Region:
         self.token_ranks = torch.arange(tokens, device=device)[None, :]
 
 
+class _Fusion:
+    """Shallow fusion of an n-gram LM (pipeline/decoding/ngram.py): extending a prefix by token w from LM state s
+    adds alpha * log P_LM(w | s) + beta to its path scores, as ctcdecode's scorer does for character LMs."""
+
+    def __init__(self, lm, alpha: float, beta: float, device: torch.device, dtype: torch.dtype):
+        self.table = torch.as_tensor(lm.table, device=device).to(dtype).reshape(-1)
+        self.classes, self.contexts, self.start = lm.num_classes, lm.contexts, lm.start_state
+        self.alpha, self.beta = alpha, beta
+
+    def bonus(self, state: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        return self.alpha * self.table.take(state * self.classes + token) + self.beta
+
+    def advance(self, state: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        return (state * self.classes + token) % self.contexts
+
+
 class _Beams:
     """Beam state of the utterances (rows) x slots; all tensors (B, K), slots sorted best first."""
 
-    def __init__(self, batch: int, beam: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, batch: int, beam: int, device: torch.device, dtype: torch.dtype, lm_start: int = 0):
         self.p_blank = torch.full((batch, beam), NEG_INF, device=device, dtype=dtype)
         self.p_blank[:, 0] = 0.0  # one live prefix: the empty one
         self.p_nonblank = torch.full((batch, beam), NEG_INF, device=device, dtype=dtype)
@@ -84,6 +101,7 @@ class _Beams:
         self.hash = self.dead_hash.clone()
         self.hash[:, 0] = 0  # hash of the empty prefix
         self.parent_hash = torch.full((batch, beam), _NO_PARENT, device=device, dtype=torch.long)
+        self.lm_state = torch.full((batch, beam), lm_start, device=device, dtype=torch.long)
 
     def total(self) -> torch.Tensor:
         return torch.logaddexp(self.p_blank, self.p_nonblank)
@@ -97,6 +115,7 @@ def _step(
     ext_tokens: torch.Tensor,
     ext_scores: torch.Tensor,
     region: _Region,
+    fusion: _Fusion | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance the first `n` utterances by one frame in place; return (source slot, emitted token or -1)."""
     p_blank, p_nonblank = beams.p_blank[:n], beams.p_nonblank[:n]
@@ -112,6 +131,9 @@ def _step(
     has_parent, parent = (parent_hash[:, :, None] == prefix_hash[:, None, :]).max(dim=2)  # over slots i
     parent_ends_same = last.gather(1, parent) == last  # then only the parent's blank-ending paths extend
     parent_share = torch.where(parent_ends_same, p_blank.gather(1, parent), total.gather(1, parent))
+    if fusion is not None:
+        lm_state = beams.lm_state[:n]
+        parent_share = parent_share + fusion.bonus(lm_state.gather(1, parent), last.clamp(min=0))
     stay_nonblank = torch.logaddexp(stay_nonblank, torch.where(has_parent, parent_share + last_score, NEG_INF))
 
     # Extensions (n, M) over the region; repeating the last token needs a blank between, so only p_blank feeds it.
@@ -119,6 +141,8 @@ def _step(
     repeats_last = token == last.index_select(1, region.slot)
     source_share = torch.where(repeats_last, p_blank.index_select(1, region.slot), total.index_select(1, region.slot))
     extend = source_share + ext_scores.index_select(1, region.column)
+    if fusion is not None:
+        extend = extend + fusion.bonus(lm_state.index_select(1, region.slot), token)
     # The parent's extension already merged into slot j's stay must not compete a second time: find its
     # (parent slot, token rank) in the region; absent pairs go to a dummy last column.
     token_rank = torch.full_like(frame, ext_tokens.shape[1], dtype=torch.long)
@@ -145,6 +169,9 @@ def _step(
     new_parent_hash = torch.where(is_extension, source_hash, parent_hash.gather(1, source))
     beams.parent_hash[:n] = torch.where(alive, new_parent_hash, _NO_PARENT)
     beams.last[:n] = torch.where(is_extension, new_token, last.gather(1, source))
+    if fusion is not None:
+        source_state = lm_state.gather(1, source)
+        beams.lm_state[:n] = torch.where(is_extension, fusion.advance(source_state, new_token), source_state)
     return source, torch.where(is_extension, new_token, -1)
 
 
@@ -207,8 +234,12 @@ def beam_search(
     ranks: int | None = None,
     cutoff_top_n: int | None = None,
     cutoff_prob: float = 1.0,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
 ) -> BeamResult:
     """The search itself, on log_probs' device; `ranks` final prefixes per utterance (default: the whole beam).
+    With `lm` (an ngram.NgramLM) every extension also scores alpha * log P_LM + beta, and the scores include them.
 
     With the default cutoffs it is exact: the same beams as a search over every class (the module docstring).
     `cutoff_top_n` / `cutoff_prob` prune each frame's classes as ctcdecode does (`prune_classes`): a
@@ -232,17 +263,23 @@ def beam_search(
 
     frames = log_probs[order, :max_frames].to(dtype)
     frames = prune_classes(frames, cutoff_top_n, cutoff_prob).transpose(0, 1).contiguous()  # (T, B, C)
-    tokens_per_frame = min(beam + 1, num_classes - 1, cutoff_top_n or num_classes)
+    fusion = None
+    if lm is not None:
+        if lm.num_classes != num_classes or lm.blank != blank:
+            raise ValueError(f"the LM is over {lm.num_classes} classes with blank {lm.blank}, the log-probs have "
+                             f"{num_classes} with blank {blank}")
+        fusion = _Fusion(lm, alpha, beta, device, dtype)
+    tokens_per_frame = min(num_classes - 1 if fusion else beam + 1, num_classes - 1, cutoff_top_n or num_classes)
     ext_tokens, ext_scores = _sorted_extension_tokens(frames, blank, tokens_per_frame)
     blank_scores = frames[:, :, blank]
-    region = _Region(beam, tokens_per_frame, device)
-    beams = _Beams(batch, beam, device, dtype)
+    region = _Region(beam, tokens_per_frame, device, full=fusion is not None)
+    beams = _Beams(batch, beam, device, dtype, fusion.start if fusion else 0)
     sources = torch.zeros((max_frames, batch, beam), dtype=torch.int32, device=device)
     emitted = torch.full((max_frames, batch, beam), -1, dtype=torch.int32, device=device)
     for t in range(max_frames):
         n = active[t]
         source, token = _step(
-            beams, n, frames[t, :n], blank_scores[t, :n], ext_tokens[t, :n], ext_scores[t, :n], region
+            beams, n, frames[t, :n], blank_scores[t, :n], ext_tokens[t, :n], ext_scores[t, :n], region, fusion
         )
         sources[t, :n] = source
         emitted[t, :n] = token.to(torch.int32)

@@ -21,6 +21,8 @@ def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
     chosen = {"beam": decode["beam"], "backend": decode["backend"], "cutoff_top_n": decode["cutoff_top_n"],
               "batch_size": decode["batch_size"]}
+    if decode["lm_order"]:  # absent without an LM, so existing keys stay put
+        chosen.update(lm_order=decode["lm_order"], alpha=decode["alpha"], beta=decode["beta"])
     if decode["ensemble_runs"]:  # full keys (pipeline/build.py resolves them); absent otherwise, so keys stay put
         select = recipe["select"]
         chosen.update(ensemble_runs=decode["ensemble_runs"], select_method=select["method"],
@@ -30,7 +32,17 @@ def params(profile: Profile, recipe: dict) -> dict:
 
 def label(params: dict) -> str:
     ensemble = f"-ens{len(params['ensemble_runs']) + 1}" if params.get("ensemble_runs") else ""
-    return f"beam{params['beam']}-{params['backend']}{ensemble}"
+    lm = f"-lm{params['lm_order']}a{params['alpha']:g}b{params['beta']:g}" if params.get("lm_order") else ""
+    return f"beam{params['beam']}-{params['backend']}{ensemble}{lm}"
+
+
+def estimate_lm(normalized: Path, num_classes: int, order: int):
+    """The n-gram over the output symbols, from the training transcripts (train store labels)."""
+    from pipeline.data.store import FeatureStore
+    from pipeline.decoding.ngram import NgramLM
+
+    train = FeatureStore.open(normalized / "train")
+    return NgramLM.estimate((train.labels(i) for i in range(len(train))), num_classes, order)
 
 
 def compute_log_probs(model, store, batch_size: int, description: str):
@@ -91,8 +103,9 @@ SEARCH_FRAMES = 400_000
 SEARCH_CELLS = 8_000_000
 
 
-def batches(log_probs: list, beam: int):
-    """(indices, padded (B, T', C), lengths) over length-sorted batches of CPU log-probs (the search is CPU-side)."""
+def batches(log_probs: list, beam: int, device=None):
+    """(indices, padded (B, T', C), lengths) over length-sorted batches of the cached CPU log-probs, moved to
+    `device` when it is CUDA (the search then runs there; on CPU it runs in worker processes)."""
     import torch
 
     from pipeline.decoding.batches import length_batches
@@ -101,36 +114,35 @@ def batches(log_probs: list, beam: int):
     for indices in length_batches([len(x) for x in log_probs], max_frames=budget):
         chunk = [log_probs[i] for i in indices]
         lengths = torch.tensor([len(x) for x in chunk])
-        yield indices, torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths
+        padded = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+        if device is not None and torch.device(device).type == "cuda":
+            padded, lengths = padded.to(device), lengths.to(device)
+        yield indices, padded, lengths
 
 
-def decode_all(decoder, log_probs: list, description: str) -> list[list[int]]:
-    from pipeline.decoding.batches import scatter
-    from pipeline.progress import progress_bar
-
-    order, hypotheses = [], []
-    with progress_bar() as bar:
-        task = bar.add_task(description, total=len(log_probs))
-        for indices, padded, lengths in batches(log_probs, decoder.beam):
-            order.append(indices)
-            hypotheses.append(decoder.decode(padded, lengths))
-            bar.advance(task, len(lengths))
-    return scatter(order, hypotheses, len(log_probs))
+def decode_all(decoder, log_probs: list, description: str, device=None) -> list[list[int]]:
+    return _over_batches(decoder.decode_batches, log_probs, description, device, lambda answers: answers,
+                         decoder.beam)
 
 
-def final_beams(decoder, log_probs: list, description: str) -> list[list[list[int]]]:
+def final_beams(decoder, log_probs: list, description: str, device=None) -> list[list[list[int]]]:
     """Our search's whole final beam per utterance, best first (for the oracle figure)."""
+    return _over_batches(decoder.search_batches, log_probs, description, device,
+                         lambda result: [hypotheses or [[]] for hypotheses in result.tokens], decoder.beam)
+
+
+def _over_batches(run_batches, log_probs: list, description: str, device, per_batch, beam: int) -> list:
     from pipeline.decoding.batches import scatter
     from pipeline.progress import progress_bar
 
-    order, beams = [], []
+    chunks = list(batches(log_probs, beam, device))
+    results = []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(log_probs))
-        for indices, padded, lengths in batches(log_probs, decoder.beam):
-            order.append(indices)
-            beams.append([hypotheses or [[]] for hypotheses in decoder.search(padded, lengths).tokens])
+        for (_, _, lengths), result in zip(chunks, run_batches((padded, lengths) for _, padded, lengths in chunks)):
+            results.append(per_batch(result))
             bar.advance(task, len(lengths))
-    return scatter(order, beams, len(log_probs))
+    return scatter([indices for indices, _, _ in chunks], results, len(log_probs))
 
 
 def oracle_levenshtein(beams: list[list[list[int]]], refs: list[str], char_map: list[str]) -> float:
@@ -189,6 +201,11 @@ def run(run: StageRun) -> dict:
     workers = int(run.options.get("workers") or 1)
     greedy = make_decoder("greedy", beam=1, blank=0, num_classes=num_classes)
     pruning = {"cutoff_top_n": run.params["cutoff_top_n"]} if run.params["cutoff_top_n"] else {}
+    if run.params.get("lm_order"):
+        pruning.update(lm=estimate_lm(normalized, num_classes, run.params["lm_order"]), alpha=run.params["alpha"],
+                       beta=run.params["beta"])
+        run.log(f"LM: order {run.params['lm_order']} over {num_classes - 1} symbols from the training transcripts, "
+                f"alpha {run.params['alpha']}, beta {run.params['beta']}")
     try:
         beam = make_decoder(run.params["backend"], beam=run.params["beam"], blank=0, num_classes=num_classes,
                             workers=workers, **pruning)
@@ -198,18 +215,18 @@ def run(run: StageRun) -> dict:
     char_map = run.profile.char_map
     dev = stores["dev"]
     refs = [to_text(dev.labels(i).tolist(), char_map) for i in range(len(dev))]
-    dev_greedy = decode_all(greedy, log_probs["dev"], "greedy dev")
+    dev_greedy = decode_all(greedy, log_probs["dev"], "greedy dev", device)
     ours = beam if run.params["backend"] == "asrpipe" else make_decoder(
         "asrpipe", beam=run.params["beam"], blank=0, num_classes=num_classes, workers=workers, **pruning)
     started = time.perf_counter()
-    dev_beams = final_beams(ours, log_probs["dev"], f"beam {run.params['beam']} dev (final beams)")
+    dev_beams = final_beams(ours, log_probs["dev"], f"beam {run.params['beam']} dev (final beams)", device)
     if run.params["backend"] == "asrpipe":  # the final beam's first entry is our answer: no second search
         dev_beam = [hypotheses[0] for hypotheses in dev_beams]
     else:
         started = time.perf_counter()
-        dev_beam = decode_all(beam, log_probs["dev"], f"beam {run.params['beam']} dev")
+        dev_beam = decode_all(beam, log_probs["dev"], f"beam {run.params['beam']} dev", device)
     dev_seconds = time.perf_counter() - started
-    test_beam = decode_all(beam, log_probs["test"], f"beam {run.params['beam']} test")
+    test_beam = decode_all(beam, log_probs["test"], f"beam {run.params['beam']} test", device)
 
     metrics = {
         "dev_greedy": levenshtein_mean(refs, [to_text(h, char_map) for h in dev_greedy]),
