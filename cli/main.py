@@ -123,8 +123,9 @@ def run(task: Task, config: Config = None, sets: Sets = None,
     sets = with_quick(sets, quick, quick_fraction)
 
     def go() -> None:
-        pipeline = build_pipeline(task, config, sets, artifacts, submissions, wandb=wandb, nproc=nproc,
-                                  workers=workers, device=device, resubmit=resubmit, note=note)
+        decodes = (only or stop or "submit") in ("decode", "csv", "submit")  # bad ensemble runs: say so up front
+        pipeline = build_pipeline(task, config, sets, artifacts, submissions, strict_runs=decodes, wandb=wandb,
+                                  nproc=nproc, workers=workers, device=device, resubmit=resubmit, note=note)
         pipeline.run(start, stop, only, force, resubmit)
         keep_note(pipeline, note)
 
@@ -284,7 +285,8 @@ def decode(task: Task, config: Config = None, sets: Sets = None, force: Force = 
         sets.append(f"decode.beam={beam}")
     if backend is not None:
         sets.append(f"decode.backend={backend}")
-    run_stage("decode", task, config, sets, force, artifacts, submissions, workers=workers, device=device)
+    run_stage("decode", task, config, sets, force, artifacts, submissions, workers=workers, device=device,
+              strict_runs=True)
 
 
 @app.command()

@@ -17,7 +17,13 @@ class ConfigError(AsrpipeError, ValueError):
     """One line naming the file/key and what was expected."""
 
 
-RunRef = Annotated[str, BeforeValidator(str)]  # a train run's key prefix: YAML reads "12345678" as a number
+def _run_ref(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"YAML read an unquoted run key as the number {value!r}: quote run keys, e.g. ['0123abcd']")
+    return value
+
+
+RunRef = Annotated[str, BeforeValidator(_run_ref)]  # a train run's key prefix or folder name
 
 
 class Section(BaseModel):

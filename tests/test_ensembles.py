@@ -34,7 +34,7 @@ def _ensemble(finished, *members, stop="csv"):
 
 def test_ctc_ensemble_of_two_seeds_reports_each_member(finished_ctc):
     _, _, own = finished_ctc
-    _, other = variant(finished_ctc, "train.seed=7", stop="train")
+    _, other = variant(finished_ctc, "train.seed=7", stop="decode")
     assert _train_key(other) != _train_key(own)
     pipeline = _ensemble(finished_ctc, _train_key(other))
     decode = pipeline.plan["decode"]
@@ -47,13 +47,23 @@ def test_ctc_ensemble_of_two_seeds_reports_each_member(finished_ctc):
     assert decode.key != own.plan["decode"].key
 
 
-def test_own_run_named_in_its_ensemble_counts_once(finished_ctc):
+def test_own_run_named_in_its_ensemble_changes_nothing(finished_ctc):
+    from pipeline.build import without_own_run
+
     _, _, own = finished_ctc
-    pipeline = _ensemble(finished_ctc, _train_key(own))
-    ours = json.loads((pipeline.plan["decode"].dir / "test_hypotheses.json").read_text())
-    alone = json.loads((own.plan["decode"].dir / "test_hypotheses.json").read_text())
-    assert ours == alone
-    assert "members" not in pipeline.plan["decode"].artifact.manifest["metrics"]
+    named = _ensemble(finished_ctc, _train_key(own), stop="decode")
+    assert named.plan["decode"].dir.name.startswith("beam4-asrpipe-ens2-")  # as the recipe says ...
+    assert without_own_run(named).plan["decode"].key == own.plan["decode"].key  # ... and as the CLI plans it
+
+
+def test_member_log_probs_share_the_members_own_cache(finished_ctc):
+    """A member's log-probs live under its own select key: the run's own decode already filled that cache."""
+    root, profile, _ = finished_ctc
+    _, other = variant(finished_ctc, "train.seed=7", stop="decode")
+    cache = root / "artifacts" / profile.name / "logprobs" / other.plan["select"].key[:16]
+    stamp = (cache / "dev.pt").stat().st_mtime_ns
+    _ensemble(finished_ctc, _train_key(other))
+    assert (cache / "dev.pt").stat().st_mtime_ns == stamp  # read, not recomputed
 
 
 def test_ctc_ensemble_refuses_another_frame_rate(finished_ctc):
@@ -97,11 +107,24 @@ def test_references_resolve_to_complete_runs_or_one_line(finished_ctc, tmp_path)
         unfinished.rmdir()
 
 
-def test_cli_names_the_bad_reference_in_one_line(tmp_path):
+def test_cli_names_the_bad_reference_in_one_line_and_other_commands_wait(tmp_path):
     from pipeline.build import _resolve_runs
 
     with pytest.raises(ConfigError, match="decode.ensemble_runs: no train run 'beef'"):
         _resolve_runs(["beef"], tmp_path, "demo-hw3p2")
+    assert _resolve_runs(["beef"], tmp_path, "demo-hw3p2", strict=False) == ["beef"]  # train/status still plan
+
+
+def test_unresolved_reference_is_refused_by_the_decode_stage(finished_ctc):
+    with pytest.raises(EngineError, match="decode.ensemble_runs: no train run 'beef'"):
+        variant(finished_ctc, 'decode.ensemble_runs=["beef"]', start="decode", stop="decode")
+
+
+def test_unquoted_numeric_key_is_one_line():
+    from pipeline.config import load_recipe
+
+    with pytest.raises(ConfigError, match="quote run keys"):
+        load_recipe("hw3p2", "demo", ("decode.ensemble_runs=[01234567]",))
 
 
 def test_mean_is_the_log_of_the_mean_probability():

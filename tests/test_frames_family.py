@@ -265,7 +265,7 @@ def test_ensemble_averages_the_posteriors_of_the_best_checkpoints(tmp_path):
 
     members = ensemble_members(Run)
     assert [p.name for p in members] == ["epoch002-acc50.00.pt", "epoch001-acc40.00.pt"]
-    averaged = averaged_posteriors(members, {"dev": store}, batch_size=3)["dev"]
+    averaged = averaged_posteriors(members, {"dev": store}, batch_size=3)[0]["dev"]
     x = torch.from_numpy(FrameWindows(store, 1).gather(np.arange(10)))
     with torch.no_grad():
         expected = (torch.softmax(models[0](x), -1) + torch.softmax(models[1](x), -1)) / 2

@@ -8,17 +8,18 @@ Search quality is measured exactly: the CTC log-likelihood log p(hypothesis | x)
 (torch ctc_loss, float64). "Δ log p" is its mean gain over greedy's answer; "search errors" counts utterances
 where a backend's answer is less probable than the best answer any backend found.
 
-Measured 2026-11-22 on the dev box (2 cores shared with other jobs, load ~3.8, so wall times are noisy;
-ctcdecode not importable), `--full`, beam 20, 2 workers:
+Measured 2026-12-01 on the dev box (2 cores, idle), `--full` (beam 20, hardness 1), with the real ctcdecode 1.0.2
+built by ../shared/tools/ctcdecode/build.sh (its default cutoff_top_n=40; ours exact):
 
-    hardness 1 (default)  wall s  utts/s  Δ log p vs greedy  search errors
-    greedy                  0.37   691.0             +0.000        256/256
-    asrpipe                 6.29    40.7             +9.380         98/256
-    ctc-beam-decoder        9.08    28.2             +9.698         62/256   -> asrpipe 1.44x faster
-                                                                             (1.73x in an earlier run)
-    hardness 0.5
-    asrpipe                 7.12    36.0             +4.217         54/256
-    ctc-beam-decoder        8.60    29.8             +4.325         50/256   -> asrpipe 1.21x faster
+    backend              utt/s, 1 worker  utt/s, 2 workers  Δ log p vs greedy  search errors
+    greedy                        2275.0            2443.9             +0.000        256/256
+    asrpipe                         68.8             105.6             +9.380         98/256
+    ctc-beam-decoder                44.0              80.0             +9.698         62/256
+    ctcdecode                       10.0              23.0             +9.380         98/256
+
+asrpipe is 6.9x ctcdecode's speed at 1 worker, 4.6x at 2, with the same answers here. One call's utterances are
+split among the workers (ctc_backends.split_for_workers); the decode stage hands whole batches to workers instead
+(decode_batches), which tools/bench_decode_scale.py measures: 74.7 -> 140.9 utt/s on the test-set size.
 
 On these synthetic outputs ranking prefixes by p_blank+p_nonblank (ctcdecode, ours) does NOT beat
 ctc-beam-decoder's separate entries: the beam fills with variants of earlier ambiguities, and which

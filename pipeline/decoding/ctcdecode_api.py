@@ -56,7 +56,9 @@ class CTCBeamDecoder:
 
     def decode(self, probs: torch.Tensor, seq_lens: torch.Tensor | None = None):
         """(beam_results, beam_scores, timesteps, out_lens) for probs (B, T, C); seq_lens (B,) default T."""
-        probs = torch.as_tensor(probs).detach().cpu().float()
+        probs = torch.as_tensor(probs).detach().cpu()
+        given_dtype = probs.dtype
+        probs = probs.float()
         if probs.ndim != 3:
             raise ValueError(f"CTCBeamDecoder.decode: probs must be (batch, frames, classes), got {tuple(probs.shape)}")
         batch, max_frames, num_classes = probs.shape
@@ -66,14 +68,22 @@ class CTCBeamDecoder:
         lengths = (torch.full((batch,), max_frames, dtype=torch.long) if seq_lens is None
                    else torch.as_tensor(seq_lens).cpu().long().clamp(max=max_frames))  # ctcdecode clamps too
         log_probs = probs if self._log_probs else (probs + _FLT_MIN).log()
-        check_decoder_inputs(log_probs, lengths, num_classes, self._blank_id)
+        try:
+            check_decoder_inputs(log_probs, lengths, num_classes, self._blank_id, given_dtype)
+        except ValueError as exc:
+            if "not log-softmax" not in str(exc):
+                raise
+            given = "log-probs" if self._log_probs else "probabilities"
+            raise ValueError(f"CTCBeamDecoder.decode: probs are not {given} (log_probs_input={self._log_probs}): each "
+                             f"frame should sum to 1 in probability; pass log_probs_input={not self._log_probs} if "
+                             f"they are {'probabilities' if self._log_probs else 'log-probs'}") from None
 
         beam = self._beam_width
         output = torch.zeros((batch, beam, max_frames), dtype=torch.int32)
         timesteps = torch.zeros((batch, beam, max_frames), dtype=torch.int32)
         scores = torch.full((batch, beam), float("inf"), dtype=torch.float32)
         out_lens = torch.zeros((batch, beam), dtype=torch.int32)
-        result = self._decoder(num_classes).search(log_probs, lengths, cutoff_prob=self._cutoff_prob)
+        result = self._decoder(num_classes).search(log_probs, lengths, cutoff_prob=self._cutoff_prob, checked=True)
         for row, (tokens, frames, length) in enumerate(zip(result.tokens, result.frames, lengths.tolist())):
             if length == 0:  # ctcdecode returns no beam for an empty utterance
                 continue
@@ -87,8 +97,11 @@ class CTCBeamDecoder:
         return output, scores, timesteps, out_lens
 
     def _decoder(self, num_classes: int):
-        """Our search with a pool of `num_processes` workers (kept between calls, like ctcdecode's threads)."""
-        if self._search is None:
+        """Our search with a pool of `num_processes` workers (kept between calls, like ctcdecode's threads; rebuilt
+        when cutoff_top_n is changed on the object, which ctcdecode reads at every call)."""
+        if self._search is None or self._search.cutoff_top_n != self.cutoff_top_n:
+            if self._search is not None:
+                self._search.close()
             self._search = make_decoder("asrpipe", beam=self._beam_width, blank=self._blank_id,
                                         num_classes=num_classes, workers=self._num_processes,
                                         cutoff_top_n=self.cutoff_top_n)

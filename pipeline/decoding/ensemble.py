@@ -14,29 +14,43 @@ import math
 from pathlib import Path
 
 
-def member_models(run, field: str = "decode.ensemble_runs") -> list[tuple[str, dict]]:
-    """(key, selected model dict) for each other run in the ensemble, refusing runs trained on other features."""
-    from pipeline.engine import EngineError
-    from pipeline.runs import run_folder
-    from pipeline.stages.select import selected_model
+def member_models(run, field: str = "decode.ensemble_runs") -> list[tuple[str, str, object]]:
+    """(train key, its select key, a loader of its selected model dict) for each other run in the ensemble,
+    refusing runs trained on other features. The select key is the one that run's own pipeline has with this
+    recipe's select method, so the log-prob caches are shared; the checkpoints are read only when called."""
+    from pipeline.engine import EngineError, stage_code, stage_key
+    from pipeline.runs import resolve, run_folder
+    from pipeline.stages import select
 
+    if not run.params.get("ensemble_runs"):
+        return []
     own = run.keys.get("train")
     normalize = run.inputs["normalize"].key
+    select_params = {"method": run.params["select_method"], "n": run.params["select_n"]}
     members = []
     for key in run.params.get("ensemble_runs", []):
         if key == own:
-            continue  # the pipeline's own run is always a member
+            continue  # the pipeline's own run is always a member (pipeline/build.py drops it from the list)
         try:
             folder = run_folder(run.artifacts_root, run.profile.name, key)
-        except FileNotFoundError as exc:
-            raise EngineError(f"{field}: {exc}") from None
+        except FileNotFoundError:
+            try:  # a reference the pipeline could not resolve when it was built: say why in one line
+                resolve(run.artifacts_root, run.profile.name, [key], field)
+            except ValueError as exc:
+                raise EngineError(str(exc)) from None
+            raise EngineError(f"{field}: no complete train run with key {key[:8]}") from None
         trained_on = _json(folder / "manifest.json").get("upstream", {}).get("normalize", {}).get("key")
         if trained_on != normalize:
             raise EngineError(f"{field}: run {folder.name} was trained on other features (normalize "
                               f"{str(trained_on)[:8]}, this decode reads {normalize[:8]}); ensemble runs must share "
                               "the normalize stage (normalize.method)")
-        model, _ = selected_model(folder, run.params["select_method"], run.params["select_n"])
-        members.append((key, {**model, "run_key": key}))
+        select_key = stage_key("select", select_params, {"train": key}, stage_code(select.STAGE))
+
+        def load(folder=folder, key=key) -> dict:
+            model, _ = select.selected_model(folder, select_params["method"], select_params["n"])
+            return {**model, "run_key": key}
+
+        members.append((key, select_key, load))
     return members
 
 

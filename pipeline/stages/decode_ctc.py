@@ -66,7 +66,7 @@ def compute_log_probs(model, store, batch_size: int, description: str):
     return scatter(batches, results, len(store))
 
 
-def cached_log_probs(cache: Path, model_path: Path | dict, stores: dict, batch_size: int, device=None,
+def cached_log_probs(cache: Path, model_path, stores: dict, batch_size: int, device=None,
                      computed: list | None = None) -> dict:
     """Load or compute each partition's log-probs (the model on `device`); one process at a time per cache
     (decodes of several beams may run at once), and an unreadable cache file is recomputed rather than trusted.
@@ -89,7 +89,7 @@ def cached_log_probs(cache: Path, model_path: Path | dict, stores: dict, batch_s
                     continue
             except (OSError, RuntimeError, EOFError):
                 pass
-            model = model or load_model(model_path, device)
+            model = model or load_model(model_path() if callable(model_path) else model_path, device)
             result[name] = compute_log_probs(model, store, batch_size, f"log-probs {name}")
             torch_save_atomic(result[name], path)
             if computed is not None:
@@ -160,23 +160,20 @@ def to_text(tokens: list[int], char_map: list[str]) -> str:
 
 def model_log_probs(run: StageRun, stores: dict, device) -> tuple[dict, list[tuple[str, dict]], list[str]]:
     """The log-probs to decode (the selected model's, or the ensemble's average), [(train key, log-probs)] of
-    every model (the pipeline's own first; each cached in logprobs/<its select key>/), and the partitions whose
+    every model (the pipeline's own first; each cached in logprobs/<its select key>/, shared with that run's own
+    decodes; the model is loaded only when its cache misses), and the partitions whose
     log-probs were computed for the pipeline's own model (not read from its cache)."""
-    import hashlib
-
     from pipeline.decoding.ensemble import mean_log_probs, member_models
 
     logprobs_root = run.artifacts_root / run.profile.name / "logprobs"
     select = run.inputs["select"]
-    models = [(run.keys.get("train", select.key), select.key[:16], select.dir / "model.pt")]
-    for key, model in member_models(run):
-        identity = f"{key}:{run.params['select_method']}:{run.params['select_n']}"
-        models.append((key, hashlib.sha256(identity.encode()).hexdigest()[:16], model))
+    models = [(run.keys.get("train", select.key), select.key, select.dir / "model.pt"),
+              *member_models(run)]
     members, computed_own = [], None
-    for key, cache_name, model in models:
+    for key, select_key, model in models:
         computed: list[str] = []
         computed_own = computed if computed_own is None else computed_own
-        cache = logprobs_root / cache_name
+        cache = logprobs_root / select_key[:16]
         members.append((key, cached_log_probs(cache, model, stores, run.params["batch_size"], device, computed)))
         run.log(f"log-probs of {key[:8]} on {device}: computed {', '.join(computed)}" if computed else
                 f"log-probs of {key[:8]} read from the cache {cache} (no model run)")
@@ -238,9 +235,9 @@ def run(run: StageRun) -> dict:
     if len(members) > 1:  # each member alone, for the ensemble's gain
         metrics["members"] = [
             {"train_key": key[:8], "dev_greedy": levenshtein_mean(refs, [to_text(h, char_map) for h in decode_all(
-                greedy, member["dev"], f"greedy dev {key[:8]}")]),
+                greedy, member["dev"], f"greedy dev {key[:8]}", device)]),
              "dev_beam": levenshtein_mean(refs, [to_text(h, char_map) for h in decode_all(
-                 beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}")])}
+                 beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}", device)])}
             for key, member in members]
     metrics["device"] = str(device)
     metrics["logprobs_computed"] = computed  # partitions whose log-probs this run computed (others: the cache)

@@ -41,7 +41,7 @@ def ensemble_members(run: StageRun) -> list[Path | dict]:
     """This run's model(s) (decode.ensemble), then the other runs' selected models (decode.ensemble_runs)."""
     from pipeline.decoding.ensemble import member_models
 
-    return _own_members(run) + [model for _, model in member_models(run)]
+    return _own_members(run) + [load() for _, _, load in member_models(run)]
 
 
 def _own_members(run: StageRun) -> list[Path]:
