@@ -45,8 +45,9 @@ def all_labellings(max_length: int, tokens: list[int]) -> list[list[int]]:
     return [list(seq) for n in range(max_length + 1) for seq in itertools.product(tokens, repeat=n)]
 
 
-def reference_prefix_beam_search(log_probs: torch.Tensor, beam: int, blank: int) -> tuple[list[int], float]:
-    """Textbook dict-based prefix beam search (ctcdecode's ranking), all tokens, one utterance (T, C)."""
+def reference_prefix_beam_search(log_probs: torch.Tensor, beam: int, blank: int, bonus=None) -> tuple[list[int], float]:
+    """Textbook dict-based prefix beam search (ctcdecode's ranking), all tokens, one utterance (T, C); `bonus(prefix,
+    c)` is added to every extension of `prefix` by c (an LM's alpha * log P + beta)."""
     x = log_probs.double().tolist()
 
     def add(a: float, b: float) -> float:
@@ -66,7 +67,7 @@ def reference_prefix_beam_search(log_probs: torch.Tensor, beam: int, blank: int)
             for c in range(len(frame)):
                 if c != blank:
                     source = p_b if prefix and prefix[-1] == c else total
-                    accumulate(prefix + (c,), -math.inf, source + frame[c])
+                    accumulate(prefix + (c,), -math.inf, source + frame[c] + (bonus(prefix, c) if bonus else 0.0))
         beams = dict(sorted(new.items(), key=lambda kv: -add(*kv[1]))[:beam])
     best, (p_b, p_nb) = max(beams.items(), key=lambda kv: add(*kv[1]))
     return list(best), add(p_b, p_nb)

@@ -14,32 +14,12 @@ import torch
 from pipeline.decoding.ctc import make_decoder
 from pipeline.decoding.ctc_beam import beam_search
 from pipeline.decoding.ngram import NgramLM
-
-
-def add(a: float, b: float) -> float:
-    return b if a == -math.inf else a if b == -math.inf else max(a, b) + math.log1p(math.exp(-abs(a - b)))
+from tests.test_ctc_decoding import reference_prefix_beam_search
 
 
 def reference_fused_search(log_probs: torch.Tensor, beam: int, lm: NgramLM, alpha: float, beta: float):
-    """Textbook dict prefix search (blank 0) where every extension adds alpha * log P_LM(c | prefix) + beta."""
-    beams = {(): (0.0, -math.inf)}
-    for frame in log_probs.double().tolist():
-        new: dict[tuple, tuple[float, float]] = {}
-
-        def accumulate(prefix, p_b, p_nb):
-            old_b, old_nb = new.get(prefix, (-math.inf, -math.inf))
-            new[prefix] = (add(old_b, p_b), add(old_nb, p_nb))
-
-        for prefix, (p_b, p_nb) in beams.items():
-            total = add(p_b, p_nb)
-            accumulate(prefix, total + frame[0], p_nb + frame[prefix[-1]] if prefix else -math.inf)
-            for c in range(1, len(frame)):
-                source = p_b if prefix and prefix[-1] == c else total
-                bonus = alpha * lm.log_prob(list(prefix), c) + beta
-                accumulate(prefix + (c,), -math.inf, source + frame[c] + bonus)
-        beams = dict(sorted(new.items(), key=lambda kv: -add(*kv[1]))[:beam])
-    best, (p_b, p_nb) = max(beams.items(), key=lambda kv: add(*kv[1]))
-    return list(best), add(p_b, p_nb)
+    """The textbook search (blank 0) with alpha * log P_LM(c | prefix) + beta added to every extension."""
+    return reference_prefix_beam_search(log_probs, beam, 0, lambda prefix, c: alpha * lm.log_prob(list(prefix), c) + beta)
 
 
 def corpus(seed: int = 0, classes: int = 6) -> list[list[int]]:

@@ -58,7 +58,7 @@ def configurations(names: list[str], workers: list[int]) -> list[tuple[str, str,
 
 def timed(name: str, device: str, workers: int, log_probs: list, beam: int, classes: int) -> float:
     decoder = make_decoder(name, beam=beam, num_classes=classes, workers=workers)
-    prepared = [(padded.to(device), lengths.to(device)) for _, padded, lengths in batches(log_probs, beam)]
+    prepared = [(padded.to(device), lengths.to(device)) for padded, lengths in batches(log_probs, beam)[1]]
     decoder.decode(*prepared[-1])  # warm-up: worker pool, CUDA context and kernels
     if device == "cuda":
         torch.cuda.synchronize()

@@ -331,10 +331,10 @@ class Decoder:
                                   lambda part: BeamResult(*part))
 
     def _over_batches(self, batches, worker_function, extra: tuple, here, wrap):
+        if self.workers <= 1 or self.name in ("greedy", "ctcdecode", *CUDA_BACKENDS):
+            return (here(log_probs, lengths) for log_probs, lengths in batches)  # one batch in memory at a time
         batches = list(batches)
-        spread = (self.workers > 1 and len(batches) >= self.workers and self.name not in ("greedy", "ctcdecode",
-                  *CUDA_BACKENDS) and not any(log_probs.is_cuda for log_probs, _ in batches))
-        if not spread:
+        if len(batches) < self.workers or any(log_probs.is_cuda for log_probs, _ in batches):
             return (here(log_probs, lengths) for log_probs, lengths in batches)
         for log_probs, lengths in batches:
             self._check(log_probs, lengths)

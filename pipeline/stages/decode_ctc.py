@@ -10,6 +10,7 @@ this run's before the search, and the manifest lists each member's own dev figur
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.engine import EngineError, Stage, StageRun
@@ -103,21 +104,27 @@ SEARCH_FRAMES = 400_000
 SEARCH_CELLS = 8_000_000
 
 
-def batches(log_probs: list, beam: int, device=None):
-    """(indices, padded (B, T', C), lengths) over length-sorted batches of the cached CPU log-probs, moved to
-    `device` when it is CUDA (the search then runs there; on CPU it runs in worker processes)."""
+def batches(log_probs: list, beam: int, device=None) -> tuple[list[list[int]], "Iterator"]:
+    """Length-sorted index batches within the search's memory budget, and a lazy iterator of their (padded (B, T',
+    C), lengths) built from the cached CPU log-probs, moved to `device` when it is CUDA (the search then runs there;
+    on CPU in worker processes)."""
     import torch
 
     from pipeline.decoding.batches import length_batches
 
     budget = max(1, min(SEARCH_FRAMES, SEARCH_CELLS // beam))
-    for indices in length_batches([len(x) for x in log_probs], max_frames=budget):
-        chunk = [log_probs[i] for i in indices]
-        lengths = torch.tensor([len(x) for x in chunk])
-        padded = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
-        if device is not None and torch.device(device).type == "cuda":
-            padded, lengths = padded.to(device), lengths.to(device)
-        yield indices, padded, lengths
+    index_batches = length_batches([len(x) for x in log_probs], max_frames=budget)
+
+    def padded():
+        for indices in index_batches:
+            chunk = [log_probs[i] for i in indices]
+            lengths = torch.tensor([len(x) for x in chunk])
+            tensor = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+            if device is not None and torch.device(device).type == "cuda":
+                tensor, lengths = tensor.to(device), lengths.to(device)
+            yield tensor, lengths
+
+    return index_batches, padded()
 
 
 def decode_all(decoder, log_probs: list, description: str, device=None) -> list[list[int]]:
@@ -135,14 +142,14 @@ def _over_batches(run_batches, log_probs: list, description: str, device, per_ba
     from pipeline.decoding.batches import scatter
     from pipeline.progress import progress_bar
 
-    chunks = list(batches(log_probs, beam, device))
+    index_batches, padded = batches(log_probs, beam, device)
     results = []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(log_probs))
-        for (_, _, lengths), result in zip(chunks, run_batches((padded, lengths) for _, padded, lengths in chunks)):
+        for indices, result in zip(index_batches, run_batches(padded)):
             results.append(per_batch(result))
-            bar.advance(task, len(lengths))
-    return scatter([indices for indices, _, _ in chunks], results, len(log_probs))
+            bar.advance(task, len(indices))
+    return scatter(index_batches, results, len(log_probs))
 
 
 def oracle_levenshtein(beams: list[list[list[int]]], refs: list[str], char_map: list[str]) -> float:
