@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.decoding.ctc_prefix_score import CTCPrefixScorer
+
 
 def to_text(tokens, symbols: list[str]) -> str:
     """Token indices → the transcript (indices past the profile's symbols, e.g. an appended pad, are dropped)."""
@@ -68,15 +70,31 @@ def greedy_search(model, x: torch.Tensor, lengths: torch.Tensor, max_length: int
 
 @torch.no_grad()
 def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_length: int,
-                alpha: float = 1.0) -> list[list[tuple[float, list[int]]]]:
-    """Per utterance: finished hypotheses (normalized score, tokens without <eos>), best first."""
+                alpha: float = 1.0, ctc_weight: float = 0.0,
+                length_bonus: float = 0.0) -> list[list[tuple[float, list[int]]]]:
+    """Per utterance: finished hypotheses (normalized score, tokens without <eos>), best first.
+
+    Joint CTC/attention decoding (Watanabe et al. 2017) when ctc_weight λ > 0: a hypothesis h scores
+    (1-λ)·log P_att(h) + λ·log P_ctc-prefix(h) + length_bonus·|h|, with the model's CTC head (blank = pad). λ = 0
+    and no bonus is the plain attention search.
+    """
     cfg = model.cfg
     allowed = allowed_tokens(cfg, x.device)
     B, K = x.shape[0], beam
-    state = model.start(model.encode(x, lengths))
+    memory = model.encode(x, lengths)
+    ctc = None
+    if ctc_weight > 0:
+        if memory.get("ctc_log_probs") is None:
+            raise ValueError("decode.ctc_weight > 0 needs a model with a CTC head (model.ctc_head: true, trained "
+                             "with train.ctc_weight > 0)")
+        ctc = CTCPrefixScorer(memory["ctc_log_probs"], memory["lengths"], blank=cfg.pad, eos=cfg.eos)
+        ctc_state = ctc.initial(torch.arange(B, device=x.device).repeat_interleave(K))
+        ctc_psi = torch.zeros(B * K, device=x.device)
+    state = model.start({k: v for k, v in memory.items() if k != "ctc_log_probs"})
     state = model.reorder(state, torch.arange(B, device=x.device).repeat_interleave(K))
     scores = torch.full((B, K), float("-inf"), device=x.device)
     scores[:, 0] = 0.0                                     # one live hypothesis per utterance at the start
+    att = torch.zeros(B * K, device=x.device)              # each row's attention log P (joint scoring only)
     tokens = torch.full((B * K,), cfg.sos, dtype=torch.long, device=x.device)
     history = torch.zeros(B * K, 0, dtype=torch.long, device=x.device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
@@ -85,7 +103,14 @@ def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_le
         logits, state, _ = model.step(state, tokens)
         log_probs = F.log_softmax(logits.float().masked_fill(~allowed, float("-inf")), dim=-1)
         V = log_probs.shape[-1]
-        candidates = (scores.reshape(B * K, 1) + log_probs).reshape(B, K * V)
+        if ctc is None:
+            step_scores = scores.reshape(B * K, 1) + log_probs + length_bonus
+        else:
+            psi, extended = ctc.extend(ctc_state)
+            attention = ((1 - ctc_weight) * (att[:, None] + log_probs)).masked_fill(~allowed, float("-inf"))
+            step_scores = attention + ctc_weight * psi + length_bonus * (t + 1)  # (masked: 0 x -inf is NaN at λ=1)
+            step_scores = step_scores.masked_fill(~torch.isfinite(scores.reshape(B * K, 1)), float("-inf"))
+        candidates = step_scores.reshape(B, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)
         top_scores, top_index = top_scores.tolist(), top_index.tolist()
         new_scores = [[float("-inf")] * K for _ in range(B)]
@@ -112,6 +137,9 @@ def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_le
         rows = torch.tensor(new_rows, device=x.device).reshape(-1)
         tokens = torch.tensor(new_tokens, device=x.device).reshape(-1)
         scores = torch.tensor(new_scores, device=x.device)
+        if ctc is not None:
+            att = att[rows] + log_probs[rows, tokens]
+            ctc_state = CTCPrefixScorer.select(extended, rows, tokens, ctc_state)
         state = model.reorder(state, rows)
         history = torch.cat([history[rows], tokens[:, None]], dim=1)
     else:  # max_length reached: live hypotheses (no <eos>) count only where nothing finished — a looping
@@ -124,9 +152,29 @@ def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_le
     return [sorted(f, key=lambda item: -item[0]) or [(0.0, [])] for f in finished]
 
 
+@torch.no_grad()
+def ctc_greedy_search(model, x: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """The CTC head's best path (repeats collapsed, blanks = pad dropped): a decode mode of its own."""
+    from pipeline.decoding.ctc_greedy import greedy_decode
+
+    memory = model.encode(x, lengths)
+    if memory.get("ctc_log_probs") is None:
+        raise ValueError("decode.mode=ctc_greedy needs a model with a CTC head (model.ctc_head: true)")
+    cfg = model.cfg
+    emittable = allowed_tokens(cfg, x.device)  # the output characters (CTC targets never hold sos/eos) + blank
+    emittable[cfg.eos] = False
+    emittable[cfg.pad] = True
+    log_probs = memory["ctc_log_probs"].masked_fill(~emittable, float("-inf"))
+    return greedy_decode(log_probs, memory["lengths"], blank=cfg.pad)
+
+
 def decode_batch(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_length: int,
-                 alpha: float = 1.0) -> list[list[tuple[float, list[int]]]]:
-    """n-best lists for a batch: greedy search when beam == 1 (cheaper, same answer)."""
-    if beam == 1:
+                 alpha: float = 1.0, ctc_weight: float = 0.0, length_bonus: float = 0.0,
+                 mode: str = "attention") -> list[list[tuple[float, list[int]]]]:
+    """n-best lists for a batch: greedy search when beam == 1 (cheaper, same answer) and no CTC/bonus terms;
+    mode "ctc_greedy": the CTC head's best path."""
+    if mode == "ctc_greedy":
+        return [[(0.0, h)] for h in ctc_greedy_search(model, x, lengths)]
+    if beam == 1 and ctc_weight == 0 and length_bonus == 0:
         return [[(0.0, h)] for h in greedy_search(model, x, lengths, max_length)]
-    return beam_search(model, x, lengths, beam, max_length, alpha)
+    return beam_search(model, x, lengths, beam, max_length, alpha, ctc_weight, length_bonus)

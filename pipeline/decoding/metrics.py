@@ -31,3 +31,19 @@ def cer(refs: list[str], hyps: list[str]) -> float:
 def score(metric: str, refs: list[str], hyps: list[str]) -> float:
     """A profile's transcript metric by name: "cer" or "levenshtein" (both lower is better)."""
     return cer(refs, hyps) if metric == "cer" else levenshtein_mean(refs, hyps)
+
+
+def has_repeated_phrase(text: str, min_words: int = 2) -> bool:
+    """True when some run of >= min_words words is immediately repeated ("OF THE PRIORESS OF THE PRIORESS"): the
+    loop an attention decoder falls into once it loses the alignment."""
+    words = text.split()
+    for size in range(min_words, len(words) // 2 + 1):
+        for start in range(len(words) - 2 * size + 1):
+            if words[start : start + size] == words[start + size : start + 2 * size]:
+                return True
+    return False
+
+
+def repeated_phrases(texts: list[str], min_words: int = 2) -> int:
+    """How many transcripts hold an immediately repeated phrase (see has_repeated_phrase)."""
+    return sum(has_repeated_phrase(text, min_words) for text in texts)

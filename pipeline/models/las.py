@@ -193,11 +193,12 @@ class LAS(nn.Module):
         keys, values, out_lengths, ctc = self.listener(x, lengths)
         memory = {"keys": keys, "values": values, "mask": padding_mask(out_lengths, keys.shape[1]),
                   "lengths": out_lengths}
-        if ctc is not None and self.training:
+        if ctc is not None:  # training's CTC loss and joint CTC/attention decoding
             memory["ctc_log_probs"] = ctc
         return memory
 
     def start(self, memory: dict) -> dict:
+        memory = {k: v for k, v in memory.items() if k != "ctc_log_probs"}
         B = memory["keys"].shape[0]
         zeros = memory["keys"].new_zeros(B, self.cfg.speller_hidden)
         return {**memory, "hidden": [(zeros, zeros) for _ in self.speller.cells],
@@ -238,7 +239,7 @@ class LAS(nn.Module):
             attention.append(weights)
         out = {"logits": torch.stack(logits, dim=1), "attention": torch.stack(attention, dim=1),
                "memory_mask": mask, "encoder_lengths": state["lengths"]}
-        if "ctc_log_probs" in memory:
+        if "ctc_log_probs" in memory and self.training:  # dev loss stays cross-entropy, as before
             out["ctc_log_probs"] = memory["ctc_log_probs"]
         return out
 

@@ -113,7 +113,10 @@ class Transformer(nn.Module):
         h, out_lengths = self.front(x, lengths)
         mask = padding_mask(out_lengths, h.shape[1])
         h = self.encoder(self.add_positions(h), src_key_padding_mask=~mask)
-        return {"memory": h, "mask": mask, "lengths": out_lengths}
+        memory = {"memory": h, "mask": mask, "lengths": out_lengths}
+        if self.ctc is not None:  # training's CTC loss and joint CTC/attention decoding
+            memory["ctc_log_probs"] = F.log_softmax(self.ctc(h).float(), dim=-1)
+        return memory
 
     def decode(self, memory: dict, y_in: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, L, V) for decoder inputs y_in (B, L); cross-attention of the last layer (B, L, T') if asked."""
@@ -127,6 +130,7 @@ class Transformer(nn.Module):
         return self.classifier(self.decoder_norm(y)), weights
 
     def start(self, memory: dict) -> dict:
+        memory = {k: v for k, v in memory.items() if k != "ctc_log_probs"}
         return {**memory, "prefix": memory["mask"].new_zeros(memory["mask"].shape[0], 0, dtype=torch.long)}
 
     def step(self, state: dict, tokens: torch.Tensor):
@@ -148,8 +152,8 @@ class Transformer(nn.Module):
         logits, weights = self.decode(memory, y_in, need_weights=True)
         out = {"logits": logits, "attention": weights, "memory_mask": memory["mask"],
                "encoder_lengths": memory["lengths"]}
-        if self.ctc is not None:
-            out["ctc_log_probs"] = F.log_softmax(self.ctc(memory["memory"]).float(), dim=-1)
+        if "ctc_log_probs" in memory:
+            out["ctc_log_probs"] = memory["ctc_log_probs"]
         return out
 
 

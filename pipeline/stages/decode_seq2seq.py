@@ -9,22 +9,36 @@ from __future__ import annotations
 
 import time
 
-from pipeline.engine import Stage, StageRun
+from pipeline.engine import EngineError, Stage, StageRun
 from pipeline.files import write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
 def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
-    return {"beam": decode["beam"], "length_alpha": decode["length_alpha"], "max_length": decode["max_length"],
-            "batch_size": decode["batch_size"], "metric": profile.metric}
+    chosen = {"beam": decode["beam"], "length_alpha": decode["length_alpha"], "max_length": decode["max_length"],
+              "batch_size": decode["batch_size"], "metric": profile.metric}
+    for key, off in (("mode", "attention"), ("ctc_weight", 0.0), ("length_bonus", 0.0)):
+        if decode[key] != off:  # absent when off, so existing decode keys stay put
+            chosen[key] = decode[key]
+    return chosen
 
 
 def label(params: dict) -> str:
-    return f"beam{params['beam']}-a{params['length_alpha']:g}-max{params['max_length']}"
+    if params.get("mode") == "ctc_greedy":
+        return "ctc-greedy"
+    joint = f"-ctc{params['ctc_weight']:g}" if params.get("ctc_weight") else ""
+    bonus = f"-lb{params['length_bonus']:g}" if params.get("length_bonus") else ""
+    return f"beam{params['beam']}-a{params['length_alpha']:g}-max{params['max_length']}{joint}{bonus}"
 
 
-def decode_store(model, store, beam: int, max_length: int, alpha: float, batch_size: int, description: str):
+def search_options(params: dict) -> dict:
+    return {"ctc_weight": params.get("ctc_weight", 0.0), "length_bonus": params.get("length_bonus", 0.0),
+            "mode": params.get("mode", "attention")}
+
+
+def decode_store(model, store, beam: int, max_length: int, alpha: float, batch_size: int, description: str,
+                 **search):
     """n-best lists per utterance in store order, decoded in length-sorted batches (little padding) on the model's
     device; the n-best lists are plain Python (CPU)."""
     from pipeline.decoding.attention_search import decode_batch
@@ -39,7 +53,7 @@ def decode_store(model, store, beam: int, max_length: int, alpha: float, batch_s
         task = bar.add_task(description, total=len(store))
         for batch in batches:
             padded, lengths = pad_batch([store.features(i) for i in batch], device)
-            results.append(decode_batch(model, padded, lengths, beam, max_length, alpha))
+            results.append(decode_batch(model, padded, lengths, beam, max_length, alpha, **search))
             bar.advance(task, len(batch))
     return scatter(batches, results, len(store))
 
@@ -56,7 +70,7 @@ def decode_dev_and_test(run: StageRun) -> dict:
     from pipeline.device import resolve_device
     from pipeline.models.load import load_model
     from pipeline.decoding.attention_search import to_text
-    from pipeline.decoding.metrics import score
+    from pipeline.decoding.metrics import repeated_phrases, score
 
     device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
@@ -70,12 +84,16 @@ def decode_dev_and_test(run: StageRun) -> dict:
     greedy = [nbest[0][1] for nbest in decode_store(model, dev, 1, p["max_length"], 0.0, p["batch_size"], "greedy dev")]
     greedy_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    dev_nbest = decode_store(model, dev, p["beam"], p["max_length"], p["length_alpha"], p["batch_size"],
-                             f"beam {p['beam']} dev")
+    search = search_options(p)
+    try:
+        dev_nbest = decode_store(model, dev, p["beam"], p["max_length"], p["length_alpha"], p["batch_size"],
+                                 f"beam {p['beam']} dev", **search)
+    except ValueError as exc:  # a CTC decode of a model without a CTC head
+        raise EngineError(f"decode.mode / decode.ctc_weight: {exc}") from None
     beam_seconds = time.perf_counter() - started
     started = time.perf_counter()
     test_nbest = decode_store(model, test, p["beam"], p["max_length"], p["length_alpha"], p["batch_size"],
-                              f"beam {p['beam']} test")
+                              f"beam {p['beam']} test", **search)
     test_seconds = time.perf_counter() - started
     dev_beam = [nbest[0][1] for nbest in dev_nbest]
     oracle = [min((h for _, h in nbest), key=lambda h: score(p["metric"], [ref], [to_text(h, symbols)]))
@@ -86,6 +104,8 @@ def decode_dev_and_test(run: StageRun) -> dict:
         "dev_beam": score(p["metric"], refs, texts(dev_beam)),
         "dev_oracle": score(p["metric"], refs, texts(oracle)),
         "dev_empty": score(p["metric"], refs, [""] * len(refs)),
+        "dev_repeated_phrases": repeated_phrases(texts(dev_beam)),   # hypotheses looping on a phrase
+        "test_repeated_phrases": repeated_phrases(texts([nbest[0][1] for nbest in test_nbest])),
         "metric": p["metric"],
         "dev_greedy_seconds": round(greedy_seconds, 2),
         "dev_beam_seconds": round(beam_seconds, 2),

@@ -189,6 +189,9 @@ class Seq2SeqDecodeConfig(BaseModel):
     length_alpha: float = Field(1.0, ge=0.0)  # final score = log P / length^alpha (0 = raw log-probability)
     max_length: int = Field(600, ge=1)        # characters (S23 writeup: 550)
     batch_size: int = Field(16, ge=1)         # utterances decoded together (beam search: × beam rows)
+    mode: Literal["attention", "ctc_greedy"] = "attention"  # ctc_greedy: the CTC head's best path
+    ctc_weight: float = Field(0.0, ge=0.0, le=1.0)  # joint CTC/attention search: λ·CTC prefix + (1-λ)·attention
+    length_bonus: float = 0.0                 # added per output character (with ctc_weight, ESPnet's penalty)
 
 
 SECTIONS = {"model": Seq2SeqModelConfig, "train": Seq2SeqTrainConfig, "decode": Seq2SeqDecodeConfig}
