@@ -90,7 +90,7 @@ def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_le
         ctc = CTCPrefixScorer(memory["ctc_log_probs"], memory["lengths"], blank=cfg.pad, eos=cfg.eos)
         ctc_state = ctc.initial(torch.arange(B, device=x.device).repeat_interleave(K))
         ctc_psi = torch.zeros(B * K, device=x.device)
-    state = model.start({k: v for k, v in memory.items() if k != "ctc_log_probs"})
+    state = model.start(memory)  # start() keeps the CTC log-probs out of the per-row decoder state
     state = model.reorder(state, torch.arange(B, device=x.device).repeat_interleave(K))
     scores = torch.full((B, K), float("-inf"), device=x.device)
     scores[:, 0] = 0.0                                     # one live hypothesis per utterance at the start
