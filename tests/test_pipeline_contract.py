@@ -154,8 +154,10 @@ def test_ledger_row_names_the_run_and_holds_the_local_judges_score(finished):
     decode = pipeline.recipe["decode"]
     assert all(f"{key}={value}" in row["decode_params"].split() for key, value in decode.items() if key in params)
     off = {key for key in decode if key not in params}  # features that are off stay out of the key and the ledger
-    assert off <= {"ensemble_runs", "lm_order", "alpha", "beta"} and not decode.get("ensemble_runs") and (
-        not {"lm_order", "alpha", "beta"} & off or not decode.get("lm_order"))
+    assert off <= {"ensemble_runs", "lm_order", "alpha", "beta", "mode", "ctc_weight", "length_bonus"}
+    assert not decode.get("ensemble_runs") and (not {"lm_order", "alpha", "beta"} & off or not decode.get("lm_order"))
+    assert decode.get("mode", "attention") == "attention" and not decode.get("ctc_weight") and not decode.get(
+        "length_bonus")
     scores = judge_locally(pipeline.plan["csv"].dir / "submission.csv", profile)
     assert float(row["public_score"]) == pytest.approx(scores["public"], abs=1e-4)
     assert float(row["private_score"]) == pytest.approx(scores["private"], abs=1e-4)
