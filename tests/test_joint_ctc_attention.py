@@ -19,6 +19,18 @@ torch.set_num_threads(1)
 BLANK, EOS = 0, 6
 
 
+def attention_log_p(model, x: torch.Tensor, lengths: torch.Tensor, b: int, tokens: list[int], ended: bool) -> float:
+    """Teacher-forced attention log P of `tokens` (+ <eos> when ended) for utterance b, padded as in the batch."""
+    cfg = model.cfg
+    with torch.no_grad():
+        logits = model(x[b : b + 1], lengths[b : b + 1], torch.tensor([[cfg.sos, *tokens]]))["logits"].float()
+    allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+    allowed[[*cfg.output_tokens, cfg.eos]] = True
+    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)[0]
+    steps = [*tokens, cfg.eos] if ended else tokens
+    return float(log_p[torch.arange(len(steps)), torch.tensor(steps)].sum())
+
+
 def prefix_scores(log_probs: torch.Tensor, lengths: torch.Tensor, b: int, tokens: list[int]) -> list[torch.Tensor]:
     """psi (V,) after each prefix of `tokens` for utterance b, extending one token at a time."""
     scorer = CTCPrefixScorer(log_probs, lengths, BLANK, EOS)
@@ -72,15 +84,9 @@ def test_weight_zero_is_the_attention_search_and_one_is_ctc_greedy(make):
     cfg = model.cfg
     for b, hypotheses in enumerate(nbest):
         score, tokens = hypotheses[0]
-        y_in = torch.tensor([[cfg.sos, *tokens]])
-        logits = model(x[b : b + 1], lengths[b : b + 1], y_in)["logits"].detach().float()  # padded as in the batch
-        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
-        allowed[[*cfg.output_tokens, cfg.eos]] = True
-        log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)[0]
         ended = len(tokens) < 20  # else max_length cut it: no <eos> term, length 20
-        steps = [*tokens, cfg.eos] if ended else tokens
-        total = log_p[torch.arange(len(steps)), torch.tensor(steps)].sum()
-        assert score == pytest.approx(float(total) / len(steps), abs=1e-4)
+        total = attention_log_p(model, x, lengths, b, tokens, ended)
+        assert score == pytest.approx(total / (len(tokens) + ended), abs=1e-4)
     # λ = 1, beam 1, with a confident (peaky) CTC head: the CTC best path
     emittable = torch.zeros(cfg.vocab_size, dtype=torch.bool)
     emittable[[*cfg.output_tokens, cfg.pad]] = True
@@ -108,12 +114,7 @@ def test_joint_scores_weigh_attention_and_ctc():
     cfg = model.cfg
     for b, hypotheses in enumerate(nbest):
         score, tokens = hypotheses[0]
-        y_in = torch.tensor([[cfg.sos, *tokens]])
-        logits = model(x[b : b + 1], lengths[b : b + 1], y_in)["logits"].detach().float()  # padded as in the batch
-        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
-        allowed[[*cfg.output_tokens, cfg.eos]] = True
-        att = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)[0][
-            torch.arange(len(tokens) + 1), torch.tensor([*tokens, cfg.eos])].sum()
+        att = attention_log_p(model, x, lengths, b, tokens, ended=True)
         ctc = -F.ctc_loss(memory["ctc_log_probs"][b : b + 1, : memory["lengths"][b]].transpose(0, 1),
                           torch.tensor([tokens]), memory["lengths"][b : b + 1], torch.tensor([len(tokens)]),
                           blank=cfg.pad, reduction="sum")
