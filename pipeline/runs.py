@@ -168,39 +168,32 @@ def plot_curves(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def resolve(artifacts_root: Path, competition: str, refs: list[str], field: str = "decode.ensemble_runs") -> list[str]:
-    """Full keys of complete train runs named by key prefix (as `asrpipe runs` shows them) or folder name; sorted,
-    without repeats. Unknown, ambiguous or unfinished runs are one line naming `field` and the runs there are."""
+    """Full keys of the complete train runs `refs` name (see find_run); sorted, without repeats."""
+    return sorted({_full_key(find_run(artifacts_root, competition, ref, field)) for ref in refs})
+
+
+def find_run(artifacts_root: Path, competition: str, ref: str, field: str = "decode.ensemble_runs") -> Path:
+    """The complete train run folder named by a key prefix (as `asrpipe runs` shows it), a full key or a folder
+    name. Unknown, ambiguous or unfinished runs are one line naming `field` and the runs there are."""
     folder = Path(artifacts_root) / competition / "train"
     runs = {p.name: p for p in sorted(folder.glob("*")) if p.is_dir()}
-    keys = []
-    for ref in refs:
-        ref = str(ref).strip()
-        matches = [name for name, run_dir in runs.items()
-                   if name == ref or (len(ref) >= 4 and _full_key(run_dir).startswith(ref))]
-        if not matches:
-            known = ", ".join(name.rsplit("-", 1)[-1] for name in runs) or "none"
-            raise ValueError(f"{field}: no train run {ref!r} in {folder} (keys there: {known}; see `asrpipe runs`)")
-        if len(matches) > 1:
-            raise ValueError(f"{field}: {ref!r} names {len(matches)} train runs ({', '.join(matches)}); give more "
-                             "of the key")
-        run_dir = runs[matches[0]]
-        if not (run_dir / DONE).exists():
-            state = _state(run_dir, None, _json(run_dir / "metrics.json") or {})
-            raise ValueError(f"{field}: train run {run_dir.name} is not complete ({state}); "
-                             "finish it (rerun its train command) or leave it out")
-        keys.append(_full_key(run_dir))
-    return sorted(set(keys))
+    ref = str(ref).strip()
+    matches = [name for name, run_dir in runs.items()
+               if name == ref or (len(ref) >= 4 and _full_key(run_dir).startswith(ref))]
+    if not matches:
+        known = ", ".join(name.rsplit("-", 1)[-1] for name in runs) or "none"
+        raise ValueError(f"{field}: no train run {ref!r} in {folder} (keys there: {known}; see `asrpipe runs`)")
+    if len(matches) > 1:
+        raise ValueError(f"{field}: {ref!r} names {len(matches)} train runs ({', '.join(matches)}); give more "
+                         "of the key")
+    run_dir = runs[matches[0]]
+    if not (run_dir / DONE).exists():
+        state = _state(run_dir, None, _json(run_dir / "metrics.json") or {})
+        raise ValueError(f"{field}: train run {run_dir.name} is not complete ({state}); "
+                         "finish it (rerun its train command) or leave it out")
+    return run_dir
 
 
 def _full_key(run_dir: Path) -> str:
     manifest = _json(run_dir / MANIFEST) or {}
     return manifest.get("key") or run_dir.name.rsplit("-", 1)[-1]
-
-
-def run_folder(artifacts_root: Path, competition: str, key: str) -> Path:
-    """The train folder of a full key (its name ends with the key's first 8 characters)."""
-    matches = [p for p in (Path(artifacts_root) / competition / "train").glob(f"*-{key[:8]}")
-               if _full_key(p) == key and (p / DONE).exists()]
-    if not matches:
-        raise FileNotFoundError(f"no complete train run with key {key[:8]} under {artifacts_root}/{competition}/train")
-    return matches[0]

@@ -89,7 +89,6 @@ def beam_search(model, x: torch.Tensor, lengths: torch.Tensor, beam: int, max_le
                              "with train.ctc_weight > 0)")
         ctc = CTCPrefixScorer(memory["ctc_log_probs"], memory["lengths"], blank=cfg.pad, eos=cfg.eos)
         ctc_state = ctc.initial(torch.arange(B, device=x.device).repeat_interleave(K))
-        ctc_psi = torch.zeros(B * K, device=x.device)
     state = model.start(memory)  # start() keeps the CTC log-probs out of the per-row decoder state
     state = model.reorder(state, torch.arange(B, device=x.device).repeat_interleave(K))
     scores = torch.full((B, K), float("-inf"), device=x.device)

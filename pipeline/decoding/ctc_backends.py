@@ -33,6 +33,8 @@ _OPTIONAL_BACKENDS = {
     "cuda-ctc": ("torchaudio", "pip install torchaudio matching your torch (its cuda_ctc_decoder); CUDA only"),
 }
 CUDA_BACKENDS = ("cuda-ctc",)
+# Never handed to worker processes: greedy is one argmax, ctcdecode runs its own threads, CUDA runs the batch at once.
+IN_PROCESS_BACKENDS = ("greedy", "ctcdecode", *CUDA_BACKENDS)
 
 
 class CTCDecoder(Protocol):
@@ -287,8 +289,7 @@ class Decoder:
         self._check(log_probs, lengths)
         if log_probs.shape[0] == 0:
             return []
-        # ctcdecode parallelises itself; on a GPU the batch already runs in parallel.
-        if self.workers <= 1 or self.name in ("greedy", "ctcdecode", *CUDA_BACKENDS) or log_probs.is_cuda:
+        if self.workers <= 1 or self.name in IN_PROCESS_BACKENDS or log_probs.is_cuda:
             return self._decoder()(log_probs, lengths)
         chunks = split_for_workers(lengths, self.workers)
         hypotheses: list[list[int]] = [[] for _ in range(len(lengths))]
@@ -331,7 +332,7 @@ class Decoder:
                                   lambda part: BeamResult(*part))
 
     def _over_batches(self, batches, worker_function, extra: tuple, here, wrap):
-        if self.workers <= 1 or self.name in ("greedy", "ctcdecode", *CUDA_BACKENDS):
+        if self.workers <= 1 or self.name in IN_PROCESS_BACKENDS:
             return (here(log_probs, lengths) for log_probs, lengths in batches)  # one batch in memory at a time
         batches = list(batches)
         if len(batches) < self.workers or any(log_probs.is_cuda for log_probs, _ in batches):

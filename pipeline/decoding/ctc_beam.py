@@ -22,6 +22,8 @@ first, so frame t only touches the utterances that are still running, and paddin
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -78,15 +80,11 @@ class _Fusion:
     adds alpha * log P_LM(w | s) + beta to its path scores, as ctcdecode's scorer does for character LMs."""
 
     def __init__(self, lm, alpha: float, beta: float, device: torch.device, dtype: torch.dtype):
+        self.lm, self.alpha, self.beta = lm, alpha, beta
         self.table = torch.as_tensor(lm.table, device=device).to(dtype).reshape(-1)
-        self.classes, self.contexts, self.start = lm.num_classes, lm.contexts, lm.start_state
-        self.alpha, self.beta = alpha, beta
 
     def bonus(self, state: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        return self.alpha * self.table.take(state * self.classes + token) + self.beta
-
-    def advance(self, state: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-        return (state * self.classes + token) % self.contexts
+        return self.alpha * self.table.take(state * self.lm.num_classes + token) + self.beta
 
 
 class _Beams:
@@ -171,7 +169,7 @@ def _step(
     beams.last[:n] = torch.where(is_extension, new_token, last.gather(1, source))
     if fusion is not None:
         source_state = lm_state.gather(1, source)
-        beams.lm_state[:n] = torch.where(is_extension, fusion.advance(source_state, new_token), source_state)
+        beams.lm_state[:n] = torch.where(is_extension, fusion.lm.next_state(source_state, new_token), source_state)
     return source, torch.where(is_extension, new_token, -1)
 
 
@@ -217,12 +215,14 @@ def prune_classes(log_probs: torch.Tensor, cutoff_top_n: int | None, cutoff_prob
     return torch.empty_like(log_probs).scatter_(-1, positions, pruned)
 
 
+@dataclass
 class BeamResult:
     """The final beams, best first: `tokens[b][r]`, the frame of each token's emission `frames[b][r]`, and
     `scores` (B, beam) log probs on CPU (-inf past the live prefixes, which are left out of the lists)."""
 
-    def __init__(self, tokens: list, frames: list, scores: torch.Tensor):
-        self.tokens, self.frames, self.scores = tokens, frames, scores
+    tokens: list
+    frames: list
+    scores: torch.Tensor
 
 
 @torch.no_grad()
@@ -243,7 +243,7 @@ def beam_search(
 
     With the default cutoffs it is exact: the same beams as a search over every class (the module docstring).
     `cutoff_top_n` / `cutoff_prob` prune each frame's classes as ctcdecode does (`prune_classes`): a
-    speed/quality trade, faster only when cutoff_top_n < beam + 1.
+    speed/quality trade; without an LM it is faster only when cutoff_top_n < beam + 1.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -273,7 +273,7 @@ def beam_search(
     ext_tokens, ext_scores = _sorted_extension_tokens(frames, blank, tokens_per_frame)
     blank_scores = frames[:, :, blank]
     region = _Region(beam, tokens_per_frame, device, full=fusion is not None)
-    beams = _Beams(batch, beam, device, dtype, fusion.start if fusion else 0)
+    beams = _Beams(batch, beam, device, dtype, lm.start_state if fusion else 0)
     sources = torch.zeros((max_frames, batch, beam), dtype=torch.int32, device=device)
     emitted = torch.full((max_frames, batch, beam), -1, dtype=torch.int32, device=device)
     for t in range(max_frames):
@@ -297,7 +297,6 @@ def beam_search(
     return BeamResult(tokens, emission, scores)
 
 
-@torch.no_grad()
 def prefix_beam_search_nbest(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,
@@ -314,7 +313,6 @@ def prefix_beam_search_nbest(
     return result.tokens, result.scores
 
 
-@torch.no_grad()
 def prefix_beam_search(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,

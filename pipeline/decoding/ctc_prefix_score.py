@@ -2,9 +2,9 @@
 CTCPrefixScore), vectorized over hypotheses and the whole vocabulary:
 
     scorer = CTCPrefixScorer(ctc_log_probs, lengths, blank, eos)      # (B, T, V) encoder CTC log-probs
-    state = scorer.initial(rows)                                      # rows: which utterance each hypothesis is
-    psi, new_r = scorer.extend(state, last_tokens)                    # (N, V): log P_ctc(prefix + c ...)
-    state = scorer.select(new_r, psi, rows_kept, tokens_kept)
+    state = scorer.initial(rows)                          # rows (N,): which utterance each hypothesis decodes
+    psi, extended = scorer.extend(state)                  # psi (N, V): log P_ctc(prefix + c ...) for every c
+    state = CTCPrefixScorer.select(extended, sources, tokens, state)   # the kept hypotheses sources[i] + tokens[i]
 
 psi(g + c) is the CTC probability of every label sequence that starts with g + c (a prefix probability); for
 c = eos it is the probability of exactly g (the whole utterance), which equals exp(-ctc_loss(g)).

@@ -11,15 +11,26 @@ the average stays a distribution and one confident member cannot veto the others
 from __future__ import annotations
 
 import math
-from pathlib import Path
+
+
+def ensemble_params(profile, recipe: dict) -> dict:
+    """The decode params an ensemble adds (none without one, so decode keys stay put): the members' full keys
+    (pipeline/build.py resolves them) and the select method that picks each member's model."""
+    from pipeline.stages import select
+
+    runs = recipe["decode"]["ensemble_runs"]
+    if not runs:
+        return {}
+    chosen = select.params(profile, recipe)
+    return {"ensemble_runs": runs, "select_method": chosen["method"], "select_n": chosen["n"]}
 
 
 def member_models(run, field: str = "decode.ensemble_runs") -> list[tuple[str, str, object]]:
     """(train key, its select key, a loader of its selected model dict) for each other run in the ensemble,
     refusing runs trained on other features. The select key is the one that run's own pipeline has with this
     recipe's select method, so the log-prob caches are shared; the checkpoints are read only when called."""
-    from pipeline.engine import EngineError, stage_code, stage_key
-    from pipeline.runs import resolve, run_folder
+    from pipeline.engine import Artifact, EngineError, stage_code, stage_key
+    from pipeline.runs import find_run
     from pipeline.stages import select
 
     if not run.params.get("ensemble_runs"):
@@ -28,21 +39,17 @@ def member_models(run, field: str = "decode.ensemble_runs") -> list[tuple[str, s
     normalize = run.inputs["normalize"].key
     select_params = {"method": run.params["select_method"], "n": run.params["select_n"]}
     members = []
-    for key in run.params.get("ensemble_runs", []):
+    for key in run.params["ensemble_runs"]:
         if key == own:
             continue  # the pipeline's own run is always a member (pipeline/build.py drops it from the list)
-        try:
-            folder = run_folder(run.artifacts_root, run.profile.name, key)
-        except FileNotFoundError:
-            try:  # a reference the pipeline could not resolve when it was built: say why in one line
-                resolve(run.artifacts_root, run.profile.name, [key], field)
-            except ValueError as exc:
-                raise EngineError(str(exc)) from None
-            raise EngineError(f"{field}: no complete train run with key {key[:8]}") from None
-        trained_on = _json(folder / "manifest.json").get("upstream", {}).get("normalize", {}).get("key")
+        try:  # a full key, or a reference the pipeline could not resolve when it was built (one line saying why)
+            folder = find_run(run.artifacts_root, run.profile.name, key, field)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        trained_on = Artifact("train", key, folder).manifest["upstream"]["normalize"]["key"]
         if trained_on != normalize:
             raise EngineError(f"{field}: run {folder.name} was trained on other features (normalize "
-                              f"{str(trained_on)[:8]}, this decode reads {normalize[:8]}); ensemble runs must share "
+                              f"{trained_on[:8]}, this decode reads {normalize[:8]}); ensemble runs must share "
                               "the normalize stage (normalize.method)")
         select_key = stage_key("select", select_params, {"train": key}, stage_code(select.STAGE))
 
@@ -69,11 +76,3 @@ def mean_log_probs(members: list[list], names: list[str], field: str = "decode.e
                                   "frame rate and symbols (model.downsample / model.subsample)")
     return [torch.logsumexp(torch.stack(frames), dim=0) - math.log(len(members)) for frames in zip(*members)]
 
-
-def _json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

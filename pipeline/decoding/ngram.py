@@ -34,7 +34,8 @@ class NgramLM:
         """The row of an empty history (order-1 blanks)."""
         return sum(self.blank * self.num_classes ** i for i in range(self.order - 1))
 
-    def next_state(self, state: int, token: int) -> int:
+    def next_state(self, state, token):
+        """The row after `token` (ints, or tensors of states and tokens as the search keeps them)."""
         return (state * self.num_classes + token) % self.contexts
 
     def log_prob(self, history: list[int], token: int) -> float:
@@ -42,9 +43,6 @@ class NgramLM:
         for previous in history:
             state = self.next_state(state, previous)
         return float(self.table[state, token])
-
-    def sentence_log_prob(self, tokens: list[int]) -> float:
-        return sum(self.log_prob(tokens[:i], token) for i, token in enumerate(tokens))
 
     @classmethod
     def estimate(cls, sequences, num_classes: int, order: int, blank: int = 0,

@@ -224,7 +224,7 @@ class LAS(nn.Module):
         """Teacher-forced pass: logits (B, L, V) for targets y_in (B, L) = [sos] + y; with teacher_forcing < 1 each
         step feeds, per utterance, the model's own previous argmax with probability 1 - teacher_forcing."""
         memory = self.encode(x, lengths)
-        state = self.start({k: v for k, v in memory.items() if k != "ctc_log_probs"})
+        state = self.start(memory)
         mask = state["mask"]
         logits, attention = [], []
         tokens = y_in[:, 0]

@@ -19,16 +19,14 @@ from pipeline.tasks.profiles import Profile
 
 
 def params(profile: Profile, recipe: dict) -> dict:
+    from pipeline.decoding.ensemble import ensemble_params
+
     decode = recipe["decode"]
     chosen = {"beam": decode["beam"], "backend": decode["backend"], "cutoff_top_n": decode["cutoff_top_n"],
               "batch_size": decode["batch_size"]}
     if decode["lm_order"]:  # absent without an LM, so existing keys stay put
         chosen.update(lm_order=decode["lm_order"], alpha=decode["alpha"], beta=decode["beta"])
-    if decode["ensemble_runs"]:  # full keys (pipeline/build.py resolves them); absent otherwise, so keys stay put
-        select = recipe["select"]
-        chosen.update(ensemble_runs=decode["ensemble_runs"], select_method=select["method"],
-                      select_n=1 if select["method"] == "best" else select["n"])
-    return chosen
+    return {**chosen, **ensemble_params(profile, recipe)}
 
 
 def label(params: dict) -> str:
@@ -174,21 +172,19 @@ def model_log_probs(run: StageRun, stores: dict, device) -> tuple[dict, list[tup
 
     logprobs_root = run.artifacts_root / run.profile.name / "logprobs"
     select = run.inputs["select"]
-    models = [(run.keys.get("train", select.key), select.key, select.dir / "model.pt"),
-              *member_models(run)]
-    members, computed_own = [], None
+    models = [(run.keys["train"], select.key, select.dir / "model.pt"), *member_models(run)]
+    members, computed = [], []  # computed: per model, the partitions not read from its cache
     for key, select_key, model in models:
-        computed: list[str] = []
-        computed_own = computed if computed_own is None else computed_own
         cache = logprobs_root / select_key[:16]
-        members.append((key, cached_log_probs(cache, model, stores, run.params["batch_size"], device, computed)))
-        run.log(f"log-probs of {key[:8]} on {device}: computed {', '.join(computed)}" if computed else
+        computed.append([])
+        members.append((key, cached_log_probs(cache, model, stores, run.params["batch_size"], device, computed[-1])))
+        run.log(f"log-probs of {key[:8]} on {device}: computed {', '.join(computed[-1])}" if computed[-1] else
                 f"log-probs of {key[:8]} read from the cache {cache} (no model run)")
     if len(members) == 1:
-        return members[0][1], members, computed_own
+        return members[0][1], members, computed[0]
     names = [key for key, _ in members]
     average = {name: mean_log_probs([member[name] for _, member in members], names) for name in stores}
-    return average, members, computed_own
+    return average, members, computed[0]
 
 
 def run(run: StageRun) -> dict:
@@ -232,19 +228,21 @@ def run(run: StageRun) -> dict:
     dev_seconds = time.perf_counter() - started
     test_beam = decode_all(beam, log_probs["test"], f"beam {run.params['beam']} test", device)
 
+    def distance(hypotheses: list[list[int]]) -> float:
+        return levenshtein_mean(refs, [to_text(h, char_map) for h in hypotheses])
+
     metrics = {
-        "dev_greedy": levenshtein_mean(refs, [to_text(h, char_map) for h in dev_greedy]),
-        "dev_beam": levenshtein_mean(refs, [to_text(h, char_map) for h in dev_beam]),
+        "dev_greedy": distance(dev_greedy),
+        "dev_beam": distance(dev_beam),
         "dev_utterances_per_s": round(len(dev) / max(dev_seconds, 1e-9), 2),
         "test_utterances": len(test_beam),
     }
     metrics["dev_oracle"] = oracle_levenshtein(dev_beams, refs, char_map)
     if len(members) > 1:  # each member alone, for the ensemble's gain
         metrics["members"] = [
-            {"train_key": key[:8], "dev_greedy": levenshtein_mean(refs, [to_text(h, char_map) for h in decode_all(
-                greedy, member["dev"], f"greedy dev {key[:8]}", device)]),
-             "dev_beam": levenshtein_mean(refs, [to_text(h, char_map) for h in decode_all(
-                 beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}", device)])}
+            {"train_key": key[:8],
+             "dev_greedy": distance(decode_all(greedy, member["dev"], f"greedy dev {key[:8]}", device)),
+             "dev_beam": distance(decode_all(beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}", device))}
             for key, member in members]
     metrics["device"] = str(device)
     metrics["logprobs_computed"] = computed  # partitions whose log-probs this run computed (others: the cache)

@@ -23,13 +23,10 @@ from pipeline.tasks.profiles import Profile
 
 
 def params(profile: Profile, recipe: dict) -> dict:
+    from pipeline.decoding.ensemble import ensemble_params
+
     decode = recipe["decode"]
-    chosen = {"ensemble": decode["ensemble"], "batch_size": decode["batch_size"]}
-    if decode["ensemble_runs"]:  # full keys (pipeline/build.py resolves them); absent otherwise, so keys stay put
-        select = recipe["select"]
-        chosen.update(ensemble_runs=decode["ensemble_runs"], select_method=select["method"],
-                      select_n=1 if select["method"] == "best" else select["n"])
-    return chosen
+    return {"ensemble": decode["ensemble"], "batch_size": decode["batch_size"], **ensemble_params(profile, recipe)}
 
 
 def label(params: dict) -> str:

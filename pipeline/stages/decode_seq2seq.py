@@ -14,14 +14,15 @@ from pipeline.files import write_json_atomic
 from pipeline.tasks.profiles import Profile
 
 
+# Search options and their "off" values: absent from the params when off, so existing decode keys stay put.
+SEARCH_OFF = {"mode": "attention", "ctc_weight": 0.0, "length_bonus": 0.0}
+
+
 def params(profile: Profile, recipe: dict) -> dict:
     decode = recipe["decode"]
     chosen = {"beam": decode["beam"], "length_alpha": decode["length_alpha"], "max_length": decode["max_length"],
               "batch_size": decode["batch_size"], "metric": profile.metric}
-    for key, off in (("mode", "attention"), ("ctc_weight", 0.0), ("length_bonus", 0.0)):
-        if decode[key] != off:  # absent when off, so existing decode keys stay put
-            chosen[key] = decode[key]
-    return chosen
+    return {**chosen, **{key: decode[key] for key, off in SEARCH_OFF.items() if decode[key] != off}}
 
 
 def label(params: dict) -> str:
@@ -33,8 +34,7 @@ def label(params: dict) -> str:
 
 
 def search_options(params: dict) -> dict:
-    return {"ctc_weight": params.get("ctc_weight", 0.0), "length_bonus": params.get("length_bonus", 0.0),
-            "mode": params.get("mode", "attention")}
+    return {key: params.get(key, off) for key, off in SEARCH_OFF.items()}
 
 
 def decode_store(model, store, beam: int, max_length: int, alpha: float, batch_size: int, description: str,
