@@ -1,5 +1,6 @@
 """`asrpipe runs`: the experiment table every write-up keeps by hand (seed 004's: model, epochs, last/best dev metric,
-best epoch, notes), made from the train run folders on disk. Reads small JSON files only (run.json, history.json,
+best epoch, notes), made from the train run folders on disk, with the held-out figure of each run's latest decode
+(speakers no run trained on, where the profile has such a set). Reads small JSON files only (run.json, history.json,
 metrics.json, manifest.json), never checkpoints: hundreds of runs list in well under a second.
 
     rows = collect(Path("artifacts"), "demo-hw3p2")     # one dict per train run folder, complete or not
@@ -19,8 +20,9 @@ import pandas as pd
 
 from pipeline.engine import DONE, MANIFEST
 
-COLUMNS = ["key", "config", "overrides", "model", "params", "epochs", "best", "best_epoch", "last", "minutes",
-           "quick", "state", "note", "dir"]
+COLUMNS = ["key", "config", "overrides", "model", "params", "epochs", "best", "best_epoch", "last", "heldout",
+           "minutes", "quick", "state", "note", "dir"]
+HELDOUT_FIGURES = ("heldout_beam", "heldout_acc")  # what a decode manifest reports on the held-out set
 
 
 def _json(path: Path):
@@ -33,12 +35,29 @@ def _json(path: Path):
 def collect(artifacts_root: Path, competition: str) -> list[dict]:
     """One row per folder under artifacts/<competition>/train/ that holds a run (a run record or a history)."""
     folder = Path(artifacts_root) / competition / "train"
+    heldout = heldout_by_run(Path(artifacts_root) / competition)
     rows = []
     for run_dir in sorted(p for p in folder.glob("*") if p.is_dir()):
         row = read_run(run_dir)
         if row is not None:
-            rows.append(row)
+            rows.append({**row, "heldout": heldout.get(row["full_key"])})
     return rows
+
+
+def heldout_by_run(competition_dir: Path) -> dict[str, float]:
+    """train key → the held-out figure of its most recent complete decode (through select where decode reads the
+    train run only through it)."""
+    manifests = lambda stage: [m for m in (_json(d / MANIFEST) for d in (competition_dir / stage).glob("*")  # noqa: E731
+                                           if (d / DONE).exists()) if m]
+    train_of_select = {m["key"]: m["upstream"]["train"]["key"] for m in manifests("select")}
+    latest: dict[str, tuple[str, float]] = {}
+    for m in manifests("decode"):
+        figure = next((m["metrics"][k] for k in HELDOUT_FIGURES if k in m.get("metrics", {})), None)
+        upstream = m.get("upstream", {})
+        train = upstream.get("train", {}).get("key") or train_of_select.get(upstream.get("select", {}).get("key"))
+        if figure is not None and train and (train not in latest or m.get("started", "") > latest[train][0]):
+            latest[train] = (m.get("started", ""), figure)
+    return {train: figure for train, (_, figure) in latest.items()}
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -55,8 +74,9 @@ def read_run(run_dir: Path) -> dict | None:
     best = (min if direction == "min" else max)(values, key=lambda v: v[1], default=(None, None))
     planned = record.get("epochs_planned") or params.get("train", {}).get("epochs")
     name = run_dir.name
+    full_key = (manifest or {}).get("key") or (record.get("keys") or {}).get("train") or name.rsplit("-", 1)[-1]
     return {
-        "key": ((manifest or {}).get("key") or name.rsplit("-", 1)[-1])[:8],
+        "key": full_key[:8], "full_key": full_key,
         "config": record.get("config") or "",
         "overrides": " ".join(record.get("overrides") or ()),
         "model": _model(record, params, name),
@@ -121,7 +141,7 @@ def _locked(lock: Path) -> bool:
 
 def table(rows: list[dict], config: str | None = None, key: str | None = None) -> pd.DataFrame:
     """The rows (filtered by config name and key prefix) as a DataFrame, best first; runs without a dev value last."""
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "metric", "direction", "curve"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "metric", "direction", "curve", "full_key"])
     if config:
         frame = frame[frame["config"] == config]
     if key:
@@ -140,7 +160,7 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 def _headers(frame: pd.DataFrame) -> dict:
     metric = next((m for m in frame["metric"] if m), None) if len(frame) else None
-    return {"best": f"best {metric}", "last": f"last {metric}"} if metric else {}
+    return {"best": f"best {metric}", "last": f"last {metric}", "heldout": "heldout"} if metric else {}
 
 
 def plot_curves(frame: pd.DataFrame, path: Path) -> Path:

@@ -91,15 +91,29 @@ MAPPING_NOTES: dict[str, str] = {
 }
 
 
+# Accents heard only in the held-out-accent set (tools/make_demo.py --heldout), and where their mnemonics need
+# another entry. Scottish is rhotic: eSpeak follows its r-coloured vowel classes with an explicit `r`, so the class
+# maps to the vowel alone (CMUdict's R is that `r`); its NURSE vowels (`IR` BIRD, `VR` WORD) are CMUdict ER.
+# Caribbean stops TH: `t[` (dental t) is the TH class; its DH is a plain `d` in the events, so it is labelled D
+# (the events carry no lexical class for it).
+ACCENT_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "en-gb-scotland": {"A@": ("AA",), "O@": ("AO",), "o@": ("AO",), "e@": ("EH",), "i@": ("IH",),
+                       "i@3": ("IH",), "aI2": ("AY",), "IR": ("ER",), "VR": ("ER",)},
+    "en-029": {"t[": ("TH",)},
+}
+
+
 class UnmappedPhonemeError(KeyError):
     """An eSpeak phoneme with no entry in ESPEAK_TO_ARPABET: extend the table (and the README)."""
 
 
-def to_arpabet(mnemonic: str) -> tuple[str, ...]:
+def to_arpabet(mnemonic: str, accent: str | None = None) -> tuple[str, ...]:
+    override = ACCENT_OVERRIDES.get(accent or "", {})
     try:
-        return ESPEAK_TO_ARPABET[mnemonic]
+        return override[mnemonic] if mnemonic in override else ESPEAK_TO_ARPABET[mnemonic]
     except KeyError:
-        raise UnmappedPhonemeError(f"eSpeak phoneme {mnemonic!r} has no ARPAbet mapping") from None
+        raise UnmappedPhonemeError(f"eSpeak phoneme {mnemonic!r} has no ARPAbet mapping"
+                                   f"{f' (accent {accent})' if accent else ''}") from None
 
 
 class _EspeakEvent(ctypes.Structure):
@@ -134,6 +148,7 @@ class Synthesis:
     audio: np.ndarray  # int16 at `sample_rate`
     sample_rate: int
     phonemes: list[tuple[int, str]]  # (start sample, eSpeak mnemonic), in order
+    accent: str | None = None  # the voice's accent, for ACCENT_OVERRIDES
 
 
 class Espeak:
@@ -180,7 +195,7 @@ class Espeak:
         if status != 0:
             raise RuntimeError(f"espeak_Synth failed with status {status}")
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return Synthesis(audio, self.sample_rate, list(self._phonemes))
+        return Synthesis(audio, self.sample_rate, list(self._phonemes), voice.name.split("+")[0])
 
 
 def frame_labels(synthesis: Synthesis, num_frames: int) -> list[str]:
@@ -196,7 +211,7 @@ def frame_labels(synthesis: Synthesis, num_frames: int) -> list[str]:
     for index, (start_sample, mnemonic) in enumerate(events):
         start = start_sample * seconds_per_sample
         end = events[index + 1][0] * seconds_per_sample if index + 1 < len(events) else audio_end
-        parts = to_arpabet(mnemonic)
+        parts = to_arpabet(mnemonic, synthesis.accent)
         for part_index, part in enumerate(parts):
             boundaries.append((start + (end - start) * part_index / len(parts), part))
     starts = np.array([b[0] for b in boundaries])
@@ -216,7 +231,7 @@ def phoneme_sequence(synthesis: Synthesis) -> list[str]:
     sequence = [SILENCE]
     pause_samples = 0
     for (start, mnemonic), end in zip(events, ends):
-        phonemes = to_arpabet(mnemonic)
+        phonemes = to_arpabet(mnemonic, synthesis.accent)
         if phonemes == (SILENCE,):
             pause_samples += end - start
             continue

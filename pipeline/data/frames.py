@@ -47,15 +47,31 @@ class FrameWindows:
         utterance = np.searchsorted(self.offsets, frames, side="right") - 1
         return self.offsets[utterance], self.offsets[utterance + 1]
 
-    def gather(self, frames: np.ndarray) -> np.ndarray:
-        """(B, (2c+1)·F) float32 windows around the given global frame indices."""
+    def gather(self, frames: np.ndarray, speed: np.ndarray | None = None) -> np.ndarray:
+        """(B, (2c+1)·F) float32 windows around the given global frame indices. `speed` (B,) reads each window's
+        context at that speed (frame i + speed·k, linearly interpolated): the window the utterance resampled by
+        that factor would have around the same instant, so the centre frame's label stays its label."""
         frames = np.asarray(frames, dtype=np.int64)
-        positions = frames[:, None] + self.span[None, :]                      # (B, W)
         low, high = self.bounds(frames)
+        if speed is not None:
+            return self._gather_at(frames[:, None] + np.asarray(speed)[:, None] * self.span[None, :], low, high)
+        positions = frames[:, None] + self.span[None, :]                      # (B, W)
         valid = (positions >= low[:, None]) & (positions < high[:, None])
         windows = self.features[np.clip(positions, 0, len(self) - 1)]        # one fancy-index copy: (B, W, F)
         windows[~valid] = 0.0
         return windows.reshape(len(frames), -1)
+
+    def _gather_at(self, positions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Windows read at fractional positions (B, W), zeros outside [low, high - 1]."""
+        valid = (positions >= low[:, None]) & (positions <= high[:, None] - 1)
+        below = np.floor(positions).astype(np.int64)
+        above = np.minimum(below + 1, high[:, None] - 1)
+        weight = (positions - below)[..., None].astype(np.float32)
+        last = len(self) - 1
+        windows = (self.features[np.clip(below, 0, last)] * (1 - weight)
+                   + self.features[np.clip(above, 0, last)] * weight).astype(np.float32)
+        windows[~valid] = 0.0
+        return windows.reshape(len(positions), -1)
 
     def labels(self, frames: np.ndarray) -> np.ndarray:
         return np.asarray(self.store.labels_array[np.asarray(frames, dtype=np.int64)])

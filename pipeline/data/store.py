@@ -147,6 +147,25 @@ class FeatureStore:
         return FeatureStore.open(path)
 
 
+def merge_stores(stores: Sequence[FeatureStore], path: Path) -> FeatureStore:
+    """One store holding every utterance of `stores` in order (train+dev for a final fit); ids must not collide."""
+    ids = [i for store in stores for i in store.ids]
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"{path}: the stores to merge share utterance ids ({len(ids) - len(set(ids))} repeated)")
+    lengths = np.concatenate([store.lengths for store in stores])
+    features = (store.features(i) for store in stores for i in range(len(store)))
+    labels = (store.labels(i) for store in stores for i in range(len(store)))
+    meta = {**stores[0].meta, "partition": "+".join(store.meta["partition"] for store in stores)}
+    return FeatureStore.write(path, ids, lengths, features, labels, meta)
+
+
+def decode_stores(normalized: Path) -> dict[str, FeatureStore]:
+    """The partitions a decode stage reads: dev, test, and heldout when the normalize run wrote one (an evaluation
+    set of unseen speakers, reported next to dev)."""
+    names = ("dev", "test", "heldout") if (Path(normalized) / "heldout").is_dir() else ("dev", "test")
+    return {name: FeatureStore.open(Path(normalized) / name) for name in names}
+
+
 def open_store(store) -> FeatureStore:
     """A FeatureStore, or the path of one."""
     return store if isinstance(store, FeatureStore) else FeatureStore.open(store)

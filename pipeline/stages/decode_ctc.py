@@ -2,7 +2,8 @@
 
 The model's log-probs are cached per selected checkpoint (`artifacts/<competition>/logprobs/<select-key>/`), so
 another beam width or backend costs no network pass. Dev gets greedy, beam and oracle (best of the final beam)
-Levenshtein side by side in the manifest. Outputs: `test_hypotheses.json`, `dev_results.json`.
+Levenshtein side by side in the manifest; a held-out store (unseen speakers) gets greedy and beam. Outputs:
+`test_hypotheses.json`, `dev_results.json` (and `heldout_results.json`).
 
 `decode.ensemble_runs` adds other train runs (pipeline/decoding/ensemble.py): their probabilities are averaged with
 this run's before the search, and the manifest lists each member's own dev figures next to the ensemble's.
@@ -163,6 +164,10 @@ def to_text(tokens: list[int], char_map: list[str]) -> str:
     return "".join(char_map[t] for t in tokens)
 
 
+def references(store, char_map: list[str]) -> list[str]:
+    return [to_text(store.labels(i).tolist(), char_map) for i in range(len(store))]
+
+
 def model_log_probs(run: StageRun, stores: dict, device) -> tuple[dict, list[tuple[str, dict]], list[str]]:
     """The log-probs to decode (the selected model's, or the ensemble's average), [(train key, log-probs)] of
     every model (the pipeline's own first; each cached in logprobs/<its select key>/, shared with that run's own
@@ -188,14 +193,14 @@ def model_log_probs(run: StageRun, stores: dict, device) -> tuple[dict, list[tup
 
 
 def run(run: StageRun) -> dict:
-    from pipeline.data.store import FeatureStore
+    from pipeline.data.store import decode_stores
     from pipeline.decoding.ctc import make_decoder
     from pipeline.decoding.metrics import levenshtein_mean
     from pipeline.device import resolve_device
 
     device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
-    stores = {name: FeatureStore.open(normalized / name) for name in ("dev", "test")}
+    stores = decode_stores(normalized)
     log_probs, members, computed = model_log_probs(run, stores, device)
     num_classes = int(log_probs["dev"][0].shape[-1])
     workers = int(run.options.get("workers") or 1)
@@ -214,7 +219,7 @@ def run(run: StageRun) -> dict:
 
     char_map = run.profile.char_map
     dev = stores["dev"]
-    refs = [to_text(dev.labels(i).tolist(), char_map) for i in range(len(dev))]
+    refs = references(dev, char_map)
     dev_greedy = decode_all(greedy, log_probs["dev"], "greedy dev", device)
     ours = beam if run.params["backend"] == "asrpipe" else make_decoder(
         "asrpipe", beam=run.params["beam"], blank=0, num_classes=num_classes, workers=workers, **pruning)
@@ -228,8 +233,8 @@ def run(run: StageRun) -> dict:
     dev_seconds = time.perf_counter() - started
     test_beam = decode_all(beam, log_probs["test"], f"beam {run.params['beam']} test", device)
 
-    def distance(hypotheses: list[list[int]]) -> float:
-        return levenshtein_mean(refs, [to_text(h, char_map) for h in hypotheses])
+    def distance(hypotheses: list[list[int]], references: list[str] = refs) -> float:
+        return levenshtein_mean(references, [to_text(h, char_map) for h in hypotheses])
 
     metrics = {
         "dev_greedy": distance(dev_greedy),
@@ -238,11 +243,21 @@ def run(run: StageRun) -> dict:
         "test_utterances": len(test_beam),
     }
     metrics["dev_oracle"] = oracle_levenshtein(dev_beams, refs, char_map)
+    if "heldout" in stores:  # unseen speakers: the figure a recipe change is judged on
+        heldout_refs = references(stores["heldout"], char_map)
+        heldout = {"greedy": decode_all(greedy, log_probs["heldout"], "greedy heldout", device),
+                   "beam": decode_all(beam, log_probs["heldout"], f"beam {run.params['beam']} heldout", device)}
+        metrics.update({f"heldout_{kind}": distance(hyps, heldout_refs) for kind, hyps in heldout.items()})
+        write_json_atomic(run.out / "heldout_results.json", {
+            "ids": stores["heldout"].ids, "reference": heldout_refs,
+            **{kind: [to_text(h, char_map) for h in hyps] for kind, hyps in heldout.items()}})
     if len(members) > 1:  # each member alone, for the ensemble's gain
         metrics["members"] = [
             {"train_key": key[:8],
              "dev_greedy": distance(decode_all(greedy, member["dev"], f"greedy dev {key[:8]}", device)),
-             "dev_beam": distance(decode_all(beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}", device))}
+             "dev_beam": distance(decode_all(beam, member["dev"], f"beam {run.params['beam']} dev {key[:8]}", device)),
+             **({"heldout_beam": distance(decode_all(beam, member["heldout"], f"beam heldout {key[:8]}", device),
+                                          heldout_refs)} if "heldout" in stores else {})}
             for key, member in members]
     metrics["device"] = str(device)
     metrics["logprobs_computed"] = computed  # partitions whose log-probs this run computed (others: the cache)
@@ -250,7 +265,9 @@ def run(run: StageRun) -> dict:
         "ids": dev.ids, "reference": refs, "greedy": [to_text(h, char_map) for h in dev_greedy],
         "beam": [to_text(h, char_map) for h in dev_beam]})
     write_json_atomic(run.out / "test_hypotheses.json", {"ids": stores["test"].ids, "tokens": test_beam})
-    run.log(f"dev Levenshtein: greedy {metrics['dev_greedy']:.3f}  beam {metrics['dev_beam']:.3f}")
+    run.log(f"dev Levenshtein: greedy {metrics['dev_greedy']:.3f}  beam {metrics['dev_beam']:.3f}"
+            + (f"; held-out speakers: greedy {metrics['heldout_greedy']:.3f}  beam {metrics['heldout_beam']:.3f}"
+               if "heldout" in stores else ""))
     return metrics
 
 

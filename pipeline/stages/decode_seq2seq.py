@@ -2,8 +2,9 @@
 and test with the selected LAS / Transformer model.
 
 Dev gets greedy, beam and oracle (closest hypothesis in the final beam) distance side by side, in the profile's
-metric (character Levenshtein, or CER). Outputs: `test_hypotheses.json` ({"ids", "tokens"}: symbol indices of
-output characters only, for the csv stage), `dev_results.json`.
+metric (character Levenshtein, or CER); a held-out store (unseen speakers) gets the beam figure and its count of
+looping hypotheses. Outputs: `test_hypotheses.json` ({"ids", "tokens"}: symbol indices of output characters only,
+for the csv stage), `dev_results.json` (and `heldout_results.json`).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def run(run: StageRun) -> dict:
 
 
 def decode_dev_and_test(run: StageRun) -> dict:
-    from pipeline.data.store import FeatureStore
+    from pipeline.data.store import decode_stores
     from pipeline.device import resolve_device
     from pipeline.models.load import load_model
     from pipeline.decoding.attention_search import to_text
@@ -74,10 +75,12 @@ def decode_dev_and_test(run: StageRun) -> dict:
 
     device = resolve_device(run.options.get("device"))  # first: a device we cannot use fails before any work
     normalized = run.inputs["normalize"].dir
-    dev, test = (FeatureStore.open(normalized / name) for name in ("dev", "test"))
+    stores = decode_stores(normalized)
+    dev, test = stores["dev"], stores["test"]
     model = load_model(run.inputs["select"].dir / "model.pt", device)
     symbols, p = list(run.profile.symbols), run.params
-    refs = [to_text(dev.labels(i).tolist(), symbols) for i in range(len(dev))]
+    references = lambda store: [to_text(store.labels(i).tolist(), symbols) for i in range(len(store))]  # noqa: E731
+    refs = references(dev)
     texts = lambda hyps: [to_text(h, symbols) for h in hyps]  # noqa: E731
 
     started = time.perf_counter()
@@ -113,12 +116,24 @@ def decode_dev_and_test(run: StageRun) -> dict:
         "test_utterances": len(test_nbest),
         "device": str(device),
     }
+    if "heldout" in stores:  # unseen speakers: the figure a recipe change is judged on
+        heldout = stores["heldout"]
+        heldout_refs = references(heldout)
+        heldout_beam = texts([nbest[0][1] for nbest in decode_store(
+            model, heldout, p["beam"], p["max_length"], p["length_alpha"], p["batch_size"],
+            f"beam {p['beam']} heldout", **search)])
+        metrics.update(heldout_beam=score(p["metric"], heldout_refs, heldout_beam),
+                       heldout_repeated_phrases=repeated_phrases(heldout_beam))
+        write_json_atomic(run.out / "heldout_results.json",
+                          {"ids": heldout.ids, "reference": heldout_refs, "beam": heldout_beam})
     write_json_atomic(run.out / "dev_results.json", {
         "ids": dev.ids, "reference": refs, "greedy": texts(greedy), "beam": texts(dev_beam)})
     write_json_atomic(run.out / "test_hypotheses.json",
                       {"ids": test.ids, "tokens": [nbest[0][1] for nbest in test_nbest]})
     run.log(f"dev {p['metric']}: greedy {metrics['dev_greedy']:.3f}  beam {metrics['dev_beam']:.3f}  "
-            f"oracle {metrics['dev_oracle']:.3f}  (empty output {metrics['dev_empty']:.3f}); decoded on {device}")
+            f"oracle {metrics['dev_oracle']:.3f}  (empty output {metrics['dev_empty']:.3f})"
+            + (f"; held-out speakers: beam {metrics['heldout_beam']:.3f}, {metrics['heldout_repeated_phrases']} "
+               f"looping" if "heldout" in stores else "") + f"; decoded on {device}")
     return metrics
 
 

@@ -5,10 +5,14 @@ markers, test order), which may differ from the profile where the formats doc ma
 
 method "cmvn": per-utterance cepstral mean/variance normalization (the starters' default);
 method "global": mean/std over all TRAIN frames, saved as `global_mvn.npz` (its sha256 in the metrics) and applied to
-every partition. Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py).
+every partition. Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py), and `heldout/` when
+the profile has a held-out evaluation set (the demos: speakers of accents no demo utterance uses), normalized like dev.
 """
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +28,20 @@ from pipeline.tasks.profiles import Profile
 
 EPS = 1e-8
 STORE_NAMES = ("train", "dev", "test")
+HELDOUT = "heldout"
 
 
 def params(profile: Profile, recipe: dict) -> dict:
-    return {**recipe["normalize"], "dim": profile.feature_dim, "symbols": list(profile.symbols),
-            "label_kind": FAMILIES[profile.family].label_kind, "markers": list(profile.markers) if profile.markers else None,
-            "feature_dir": profile.feature_dir, "transcript_dir": profile.transcript_dir,
-            "layout": profile.feature_layout, "test_order": profile.test_order}
+    chosen = {**recipe["normalize"], "dim": profile.feature_dim, "symbols": list(profile.symbols),
+              "label_kind": FAMILIES[profile.family].label_kind,
+              "markers": list(profile.markers) if profile.markers else None,
+              "feature_dir": profile.feature_dir, "transcript_dir": profile.transcript_dir,
+              "layout": profile.feature_layout, "test_order": profile.test_order}
+    if profile.heldout is not None:  # absent otherwise, so profiles without one keep their keys
+        if not profile.heldout.exists():
+            raise DataError(f"{profile.heldout}: held-out evaluation set missing from the installation")
+        chosen["heldout_sha256"] = sha256_file(profile.heldout)
+    return chosen
 
 
 def label(params: dict) -> str:
@@ -100,7 +111,23 @@ def run(run: StageRun) -> dict:
         store = write_store(partition, run.out / store_name, profile, run.params, transform)
         metrics[f"{store_name}_utterances"] = len(store)
         metrics[f"{store_name}_frames"] = int(store.offsets[-1])
+    if run.profile.heldout is not None:
+        store = write_heldout(run.profile.heldout, run.out / HELDOUT, profile, run.params, transform)
+        metrics.update(heldout_utterances=len(store), heldout_frames=int(store.offsets[-1]))
     return metrics
+
+
+def write_heldout(archive: Path, store_dir: Path, profile: Profile, params: dict, transform) -> FeatureStore:
+    """The held-out set's store: its zip holds one folder with `<feature_dir>/` and `transcript-<family>/`."""
+    with tempfile.TemporaryDirectory(dir=store_dir.parent) as unpacked, zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(unpacked)
+        folders = [path for path in Path(unpacked).iterdir() if path.is_dir()]
+        if len(folders) != 1:
+            raise DataError(f"{archive}: expected one folder holding {profile.feature_dir}/ and "
+                            f"transcript-{profile.family}/, found {len(folders)}")
+        layout = dataclasses.replace(profile, transcript_dir=f"transcript-{profile.family}")
+        partition = list_partition(folders[0].parent, folders[0].name, layout, labelled=True)
+        return write_store(partition, store_dir, layout, params, transform)
 
 
 STAGE = Stage(name="normalize", upstream=("download",),

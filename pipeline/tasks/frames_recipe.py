@@ -180,6 +180,13 @@ class FrameTrainConfig(TrainConfig):
     masking: SpecAugmentConfig = Field(default_factory=lambda: SpecAugmentConfig(p_freq=0.5, p_time=0.5))
     grad_clip: float | None = Field(None, gt=0.0)
 
+    @model_validator(mode="after")
+    def _no_window_warp(self) -> "FrameTrainConfig":
+        if self.masking.time_warp:
+            raise ValueError("masking.time_warp warps whole utterances, and hw1p2 trains on windows: use "
+                             "train.augment.speed (the window's context read at another speed) instead")
+        return self
+
 
 class FrameDecodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -89,6 +89,7 @@ class Profile:
     conflicts: tuple[str, ...] = ()  # facts the formats doc marks conflicting/unverified: detected from the data
     sources: str = ""            # formats-doc source tags
     local_data: Path | None = None   # data fetched outside asrpipe (a Kaggle zip or an unpacked folder)
+    heldout: Path | None = None  # a labelled evaluation set of unseen speakers (zip: <name>/mfcc, transcript-<family>)
 
     @property
     def default_config(self) -> str:
@@ -158,24 +159,27 @@ def register(profile: Profile) -> Profile:
 
 
 # ---- embedded demo competitions (their data is committed under pipeline/demo_data/) ------------------------------
+# Every demo is also judged on speakers whose accents it never hears (pipeline/demo_data/heldout-accents/README.md).
+DEMO_HELDOUT = DEMO_DATA / "heldout-accents" / "heldout-accents.zip"
 
 register(Profile(
     name="demo-hw1p2", family="hw1p2", semester="demo (F24 layout)", slug="demo-hw1p2", feature_dir="mfcc",
     feature_dim=28, transcript_dir="transcript", markers=("[SOS]", "[EOS]"), symbols=tuple(HW1P2_PHONEMES),
     csv_columns=("id", "label"), label_format="phoneme", metric="accuracy", metric_direction="max",
-    param_limit=20_000_000, demo=True,
+    param_limit=20_000_000, demo=True, heldout=DEMO_HELDOUT,
 ))
 register(Profile(
     name="demo-hw3p2", family="hw3p2", semester="demo (F25 layout)", slug="demo-hw3p2", feature_dir="mfcc",
     feature_dim=28, transcript_dir="transcript", markers=("[SOS]", "[EOS]"), symbols=tuple(HW3P2_PHONEMES),
     csv_columns=("index", "label"), label_format="chars", metric="levenshtein", metric_direction="min",
-    param_limit=20_000_000, demo=True,
+    param_limit=20_000_000, demo=True, heldout=DEMO_HELDOUT,
 ))
 register(Profile(
     name="demo-hw4p2", family="hw4p2", semester="demo (F23 MFCC layout)", slug="demo-hw4p2", feature_dir="mfcc",
     feature_dim=28, transcript_dir="transcript", markers=("[SOS]", "[EOS]"), symbols=tuple(HW4P2_VOCAB),
     csv_columns=("index", "label"), label_format="text", metric="levenshtein", metric_direction="min",
     param_limit=30_000_000, demo=True, specials=(("pad", "<pad>"), ("sos", "<sos>"), ("eos", "<eos>")),
+    heldout=DEMO_HELDOUT,
 ))
 
 

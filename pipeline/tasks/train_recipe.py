@@ -34,16 +34,35 @@ class SpecAugmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     freq_mask: int = 0   # max band width (features); 0 = off
-    time_mask: int = 0   # max span width (frames); 0 = off
+    time_mask: int = 0   # max span width (frames); 0 = no cap in frames (time_mask_ratio alone sizes it)
+    time_mask_ratio: float = Field(0.0, ge=0.0, le=1.0)  # Park et al.'s p: a span ≤ this share of its utterance
     n_freq: int = 1
     n_time: int = 1
     p_freq: float = 1.0
     p_time: float = 1.0
+    time_warp: int = Field(0, ge=0)  # W: warp a point by up to W frames (whole utterances only); 0 = off
+
+    @property
+    def time_masks(self) -> bool:
+        return (self.time_mask > 0 or self.time_mask_ratio > 0) and self.n_time > 0 and self.p_time > 0
 
     @property
     def enabled(self) -> bool:
-        return (self.freq_mask > 0 and self.n_freq > 0 and self.p_freq > 0) or (
-            self.time_mask > 0 and self.n_time > 0 and self.p_time > 0)
+        return (self.freq_mask > 0 and self.n_freq > 0 and self.p_freq > 0) or self.time_masks
+
+
+class AugmentConfig(BaseModel):
+    """Feature-level augmentation besides SpecAugment (pipeline/training/augment.py)."""
+    model_config = ConfigDict(extra="forbid")
+
+    speed: list[float] = Field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]: one drawn per utterance; [] = off
+    noise_std: float = Field(0.0, ge=0.0)              # additive Gaussian noise on the (normalized) features
+
+    @model_validator(mode="after")
+    def _check(self) -> "AugmentConfig":
+        if any(not 0.5 <= factor <= 2.0 for factor in self.speed):
+            raise ValueError(f"speed factors must lie in [0.5, 2] (got {self.speed})")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -56,6 +75,7 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)      # sgd
     nesterov: bool = False                            # sgd
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     grad_clip: float | None = Field(5.0, gt=0.0)      # max grad norm; None = off
     amp: bool = True                                  # mixed precision, CUDA only
     amp_dtype: Literal["float16", "bfloat16"] = "float16"   # float16 uses a GradScaler; bfloat16 needs none
@@ -74,6 +94,10 @@ class TrainConfig(BaseModel):
     batch_schedule: list[tuple[int, int]] | None = None
     # the LR at batch size B is lr · sqrt(B / the family's batch size) (seed 003's √C rule), or lr unchanged
     batch_lr_scaling: Literal["sqrt", "none"] = "sqrt"
+    # "train+dev": the final fit (a common last Kaggle step): the chosen recipe retrained on train and dev together
+    # for train.epochs (set it to the best epoch of the run it repeats). Dev figures then score seen data; the
+    # held-out set (where the profile has one) and the leaderboard still judge it.
+    fit_on: Literal["train", "train+dev"] = "train"
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -105,6 +129,8 @@ class TrainConfig(BaseModel):
 
 def run_label(train: dict) -> str:
     """What the train output folder's name adds after the epochs: a time budget (a budget-stopped run is its own
-    artifact) and a quick ablation's fraction, so that neither ever looks like, or shadows, a full run."""
+    artifact), a final fit on train+dev, and a quick ablation's fraction, so that none ever looks like, or shadows, a
+    plain full run."""
     budget = f"-t{train['max_minutes']:g}m" if train.get("max_minutes") else ""
-    return budget + (f"-quick{train['quick']:g}" if train.get("quick") else "")
+    fit = "-final-fit" if train.get("fit_on") == "train+dev" else ""
+    return budget + fit + (f"-quick{train['quick']:g}" if train.get("quick") else "")

@@ -1,4 +1,4 @@
-"""hw3p2 (CTC) for the training loop: length-bucketed batches, SpecAugment, CTC loss, greedy dev Levenshtein.
+"""hw3p2 (CTC) for the training loop: length-bucketed batches, augmentation (augment.py), CTC loss, greedy dev Levenshtein.
 
     metrics = train(CTCTask(model_cfg, train_cfg, train_store, dev_store), out_dir, run_name="…")
 """
@@ -18,7 +18,7 @@ from pipeline.decoding.metrics import levenshtein_mean
 from pipeline.tasks.ctc_recipe import ARCHS, CTCTrainConfig
 from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches, quick_subset
 from pipeline.training.loop import Runtime, TrainTask, check_store
-from pipeline.training.specaugment import spec_augment
+from pipeline.training.augment import augment_batch
 
 BLANK = 0
 
@@ -84,7 +84,7 @@ class CTCTask(TrainTask):
 
     def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
         x, y, x_lengths, y_lengths = batch
-        x = spec_augment(x, x_lengths, self.cfg.specaugment, gen)
+        x, x_lengths = augment_batch(x, x_lengths, self.cfg.augment, self.cfg.specaugment, gen)
         x, y, x_lengths, y_lengths = rt.to_device((x, y, x_lengths, y_lengths))
         log_probs, out_lengths = model(x, x_lengths)
         return ctc_loss(log_probs, out_lengths, y, y_lengths)
@@ -113,10 +113,11 @@ class CTCTask(TrainTask):
 TASK = CTCTask  # what the family trains: its metric and direction (a sweep reads them)
 
 
-def make_task(params: dict, normalized: str, **_) -> CTCTask:
-    """The task a train stage (or a torchrun worker) trains, from the stage's params and the normalize output.
-    The model takes the feature dim normalize found in the data, which may differ from the profile's declared one."""
-    train_store = FeatureStore.open(Path(normalized) / "train")
+def make_task(params: dict, normalized: str, train_store: str | None = None, **_) -> CTCTask:
+    """The task a train stage (or a torchrun worker) trains, from the stage's params and the normalize output
+    (`train_store`: another store to fit, the final fit's train+dev). The model takes the feature dim normalize
+    found in the data, which may differ from the profile's declared one."""
+    train_store = FeatureStore.open(train_store or Path(normalized) / "train")
     if train_store.dim != params["model"]["input_dim"]:
         print(f"features are {train_store.dim}-d in the data (the profile declares {params['model']['input_dim']}): "
               f"the model takes {train_store.dim}", flush=True)

@@ -1,5 +1,6 @@
 """hw1p2 (frames) for the training loop: context windows gathered per batch from the memmap (FrameWindows),
-cross-entropy with label smoothing, freq/time masking on each window, dev frame accuracy (percent, higher is better).
+cross-entropy with label smoothing, freq/time masking on each window, speed perturbation (each window's context read
+at a drawn speed) and feature noise, dev frame accuracy (percent, higher is better).
 
     metrics = train(FramesTask(model_cfg, data_cfg, train_cfg, train_store, dev_store), out_dir, run_name="…")
 """
@@ -17,6 +18,7 @@ from pipeline.data.store import FeatureStore, open_store
 from pipeline.tasks.frames_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
 from pipeline.training.batching import quick_subset
 from pipeline.training.loop import Runtime, TrainTask, check_store
+from pipeline.training.augment import add_noise
 from pipeline.training.specaugment import spec_augment
 
 
@@ -55,6 +57,7 @@ class FramesTask(TrainTask):
         usable = len(self.train_windows) if self.among is None else len(self.among)
         self.frames_per_epoch = max(1, round(usable * data_cfg.subset))  # as order() draws them
         self.correct = self.seen = 0
+        self.epoch = 0
 
     def build_model(self):
         from pipeline.models.mlp import FrameMLP
@@ -78,15 +81,26 @@ class FramesTask(TrainTask):
         return math.ceil(self.frames_per_epoch / self.cfg.batch_size_at(epoch, self.cfg.batch_size)) // world_size
 
     def load(self, batches: list, rt: Runtime):
-        gathered = ((self.train_windows.gather(f), self.train_windows.labels(f)) for f in batches)
+        gathered = ((self.train_windows.gather(f, self.speeds(i, len(f))), self.train_windows.labels(f))
+                    for i, f in enumerate(batches))
         return prefetched(gathered, rt.cuda)
+
+    def speeds(self, batch: int, size: int) -> np.ndarray | None:
+        """Each window's speed factor (train.augment.speed), seeded by (seed, epoch, batch): the prefetch thread
+        draws them, so not from the loop's generator."""
+        factors = self.cfg.augment.speed
+        if not factors or all(f == 1.0 for f in factors):
+            return None
+        return np.random.default_rng([self.cfg.seed, self.epoch, batch]).choice(np.asarray(factors), size)
 
     def start_epoch(self, epoch: int) -> None:
         self.correct = self.seen = 0
+        self.epoch = epoch
 
     def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
         x, y = to_tensors(*batch, rt.device)
         x = mask_windows(x, 2 * self.model_cfg.context + 1, self.cfg.masking, gen)
+        x = add_noise(x[:, None, :], torch.ones(len(x), dtype=torch.long), self.cfg.augment.noise_std, gen)[:, 0]
         logits = model(x)
         self.correct += (logits.argmax(-1) == y).sum().item()
         self.seen += len(y)
@@ -122,8 +136,8 @@ class FramesTask(TrainTask):
 TASK = FramesTask  # what the family trains: its metric and direction (a sweep reads them)
 
 
-def make_task(params: dict, normalized: str, **_) -> FramesTask:
+def make_task(params: dict, normalized: str, train_store: str | None = None, **_) -> FramesTask:
     normalized = Path(normalized)
     return FramesTask(MLPConfig(**params["model"]), FrameDataConfig(**params["data"]),
-                      FrameTrainConfig(**params["train"]), FeatureStore.open(normalized / "train"),
+                      FrameTrainConfig(**params["train"]), FeatureStore.open(train_store or normalized / "train"),
                       FeatureStore.open(normalized / "dev"))

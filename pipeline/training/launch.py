@@ -87,6 +87,8 @@ def train_stage(run, factory: str, **task_args) -> dict:
     normalize = run.inputs["normalize"]
     write_json_atomic(run.out / "normalization.json", normalization_record(normalize))
     record_run(run)
+    if run.params["train"].get("fit_on") == "train+dev":
+        task_args["train_store"] = str(final_fit_store(normalize.dir, run.out))
     metrics = run_training(factory, {"params": run.params, "normalized": str(normalize.dir), **task_args}, run.out,
                            nproc=int(run.options.get("nproc") or 1), tracking=run.options.get("wandb") or "auto",
                            run_name=f"{run.profile.name}-{run.out.name}",
@@ -97,6 +99,19 @@ def train_stage(run, factory: str, **task_args) -> dict:
         raise StoppedByCallback(f"{run.out}: {metrics['stop_reason']} after epoch {metrics['epochs']}; the run "
                                 f"stays incomplete and goes on from there when run again", metrics)
     return metrics
+
+
+FIT_STORE = "train+dev"
+
+
+def final_fit_store(normalized: Path, out: Path) -> Path:
+    """The train and dev stores as one (written once into the train run's folder; a resumed run reuses it)."""
+    from pipeline.data.store import FeatureStore, merge_stores
+
+    path = out / FIT_STORE
+    if not (path / "meta.json").exists():
+        merge_stores([FeatureStore.open(Path(normalized) / name) for name in ("train", "dev")], path)
+    return path
 
 
 def record_run(run) -> None:
