@@ -11,7 +11,9 @@ from pipeline.data.frames import FrameWindows
 from pipeline.data.store import FeatureStore
 from pipeline.tasks.frames_recipe import FrameTrainConfig
 from pipeline.tasks.train_recipe import AugmentConfig, SpecAugmentConfig
-from pipeline.training.augment import add_noise, augment_batch, speed_perturb, time_warp
+from pipeline.data.store import StoreError
+from pipeline.training.augment import (WARP_STEPS, add_noise, augment_batch, band_warp, dct_matrix, freq_warp,
+                                       load_warps, speed_perturb, time_warp, warp_matrices)
 from pipeline.training.specaugment import spec_augment
 
 
@@ -182,3 +184,56 @@ def test_window_speed_one_equals_the_plain_window_and_stays_inside_the_utterance
     first_of_u1 = int(store.offsets[1])
     assert np.all(fast[first_of_u1, :4] == 0)                                # nothing read from utterance 0
     assert np.all(fast[first_of_u1 - 1, 5:] == 0)                            # nor past utterance 0's end
+
+
+# ---- frequency warping (VTLP on features) -------------------------------------------------------------------------
+
+def test_the_middle_warp_is_the_identity_and_the_ends_warp():
+    std = np.linspace(40, 3, 28)
+    for kind in ("mfcc", "fbank"):
+        maps = warp_matrices(kind, std, 0.1)
+        assert maps.shape == (WARP_STEPS, 28, 28)
+        torch.testing.assert_close(maps[WARP_STEPS // 2], torch.eye(28))
+        assert (maps[0] - torch.eye(28)).abs().max() > 0.05 and (maps[-1] - torch.eye(28)).abs().max() > 0.05
+
+
+def test_a_cepstral_warp_is_the_warp_of_the_log_mel_spectrum_the_cepstra_describe():
+    rng = np.random.default_rng(0)
+    dct = dct_matrix(40)
+    np.testing.assert_allclose(dct @ dct.T, np.eye(40), atol=1e-12)       # orthonormal, as librosa's 'ortho'
+    cepstra = rng.normal(size=28)
+    spectrum = dct[:28].T @ cepstra                                        # the smoothed log-mel they describe
+    factor = np.linspace(0.9, 1.1, WARP_STEPS)[3]
+    expected = dct[:28] @ (band_warp(40, factor) @ spectrum)               # warp the bands, back to 28 cepstra
+    maps = warp_matrices("mfcc", np.ones(28), 0.1).double().numpy()
+    row_norms = np.linalg.norm(dct[:28] @ band_warp(40, factor) @ dct[:28].T, axis=1)
+    np.testing.assert_allclose(maps[3] @ cepstra * row_norms, expected, atol=1e-6)   # float32 maps
+
+
+def test_band_warp_reads_band_m_times_factor():
+    warp = band_warp(10, 0.5)
+    spectrum = np.arange(10.0)
+    np.testing.assert_allclose(warp @ spectrum, np.arange(10) * 0.5)
+    np.testing.assert_allclose(band_warp(10, 1.5) @ spectrum, np.minimum(np.arange(10) * 1.5, 9))
+
+
+def test_freq_warp_maps_each_utterance_by_one_matrix_and_keeps_padding():
+    maps = warp_matrices("fbank", np.ones(6), 0.2)
+    x, lengths = torch.randn(5, 9, 6), torch.tensor([9, 7, 5, 3, 1])
+    for b, length in enumerate(lengths):
+        x[b, length:] = 0
+    y = freq_warp(x, maps, torch.Generator().manual_seed(3))
+    for b, length in enumerate(lengths):
+        assert torch.all(y[b, length:] == 0)
+        assert min((y[b, :length] - x[b, :length] @ m.T).abs().max() for m in maps) < 1e-5   # one map per row
+    assert freq_warp(x, None, torch.Generator()) is x
+
+
+def test_freq_warp_needs_the_normalize_stage_statistics(tmp_path):
+    from pipeline.tasks.train_recipe import AugmentConfig
+
+    assert load_warps(AugmentConfig(), tmp_path) is None
+    with pytest.raises(StoreError, match="feature_stats.json: missing"):
+        load_warps(AugmentConfig(freq_warp=0.1), tmp_path)
+    (tmp_path / "feature_stats.json").write_text('{"kind": "mfcc", "std": [3.0, 2.0, 1.0]}')
+    assert load_warps(AugmentConfig(freq_warp=0.1), tmp_path).shape == (WARP_STEPS, 3, 3)

@@ -63,6 +63,13 @@ def test_normalize_writes_the_heldout_store_like_dev(tmp_path):
     manifest = json.loads((normalized / "manifest.json").read_text())
     assert manifest["params"]["heldout_sha256"] and manifest["metrics"]["heldout_utterances"] == 120
 
+    # the raw train features' typical std per dimension, for the frequency warp
+    stats = json.loads((normalized / "feature_stats.json").read_text())
+    with zipfile.ZipFile(PROFILES["demo-hw1p2"].embedded_zip) as archive:
+        raw = [np.load(io.BytesIO(archive.read(n))) for n in sorted(archive.namelist()) if "/train-clean-100/mfcc/" in n]
+    assert stats["kind"] == "mfcc"
+    np.testing.assert_allclose(stats["std"], np.mean([x.std(axis=0) for x in raw], axis=0), rtol=1e-4)
+
 
 def test_the_ctc_decode_scores_the_heldout_speakers(tmp_path):
     asrpipe("run", "--task", "demo-hw3p2", "--config", "tiny", "--to", "decode", artifacts=tmp_path)

@@ -1,5 +1,6 @@
 """Dev grid over the n-gram LM's order, alpha and beta for a trained hw3p2 pipeline, on its cached log-probs (no
-network pass after the first): prints dev Levenshtein per setting next to no LM, best first.
+network pass after the first): prints dev Levenshtein per setting next to no LM, best first, and the held-out
+speakers' figure beside it where the profile has that set (choose on dev, check that it carries over).
 
     .venv/bin/python tools/lm_grid.py --task demo-hw3p2
     .venv/bin/python tools/lm_grid.py --task hw3p2 --config default --orders 3,4 --alphas 0.2,0.5,1 --betas 0,1
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.build import build_pipeline
-    from pipeline.data.store import FeatureStore
+    from pipeline.data.store import decode_stores
     from pipeline.decoding.ctc import make_decoder
     from pipeline.decoding.metrics import levenshtein_mean
     from pipeline.engine import StageRun
@@ -43,38 +44,42 @@ def main() -> None:
     select, normalize = pipeline.plan["select"], pipeline.plan["normalize"]
     if not select.artifact.complete:
         raise SystemExit(f"select is not complete ({select.dir}); run `asrpipe select --task {args.task}` first")
-    dev = FeatureStore.open(normalize.dir / "dev")
+    stores = {name: store for name, store in decode_stores(normalize.dir).items() if name != "test"}
     decode = pipeline.plan["decode"]  # its log-probs: the selected model's, or the ensemble's (decode.ensemble_runs)
     run = StageRun(decode.stage, pipeline.profile, decode.params, decode.dir,
                    {name: pipeline.plan[name].artifact for name in decode.stage.upstream}, {},
                    pipeline.artifacts_root, pipeline.submissions_root, "",
                    {name: planned.artifact for name, planned in pipeline.plan.items()})
-    log_probs = model_log_probs(run, {"dev": dev}, "cpu")[0]["dev"]
+    log_probs = model_log_probs(run, stores, "cpu")[0]
     char_map = pipeline.profile.char_map
-    refs = [to_text(dev.labels(i).tolist(), char_map) for i in range(len(dev))]
-    num_classes = int(log_probs[0].shape[-1])
+    refs = {name: [to_text(store.labels(i).tolist(), char_map) for i in range(len(store))]
+            for name, store in stores.items()}
+    num_classes = int(log_probs["dev"][0].shape[-1])
     beam = args.beam or pipeline.recipe["decode"]["beam"]
 
-    def score(**fusion) -> float:
+    def score(**fusion) -> list[float]:
         decoder = make_decoder("asrpipe", beam=beam, num_classes=num_classes, workers=args.workers, **fusion)
         try:
-            hypotheses = decode_all(decoder, log_probs, "dev")
+            return [levenshtein_mean(refs[name], [to_text(h, char_map) for h in decode_all(decoder, log_probs[name],
+                                                                                             name)])
+                    for name in stores]
         finally:
             decoder.close()
-        return levenshtein_mean(refs, [to_text(h, char_map) for h in hypotheses])
 
     started = time.perf_counter()
-    rows = [("none", 0.0, 0.0, score())]
+    rows = [("none", 0.0, 0.0, *score())]
     for order in [int(x) for x in args.orders.split(",")]:
         lm = estimate_lm(normalize.dir, num_classes, order)
         for alpha, beta in itertools.product(floats(args.alphas), floats(args.betas)):
-            rows.append((str(order), alpha, beta, score(lm=lm, alpha=alpha, beta=beta)))
+            rows.append((str(order), alpha, beta, *score(lm=lm, alpha=alpha, beta=beta)))
     baseline = rows[0][3]
-    print(f"{pipeline.profile.name}, select {select.dir.name}, beam {beam}, {len(refs)} dev utterances, "
+    print(f"{pipeline.profile.name}, select {select.dir.name}, beam {beam}, {len(refs['dev'])} dev utterances, "
           f"{len(rows)} settings in {time.perf_counter() - started:.0f} s")
-    print(f"{'lm_order':>8} {'alpha':>6} {'beta':>6} {'dev lev':>8} {'vs no LM':>9}")
-    for order, alpha, beta, value in sorted(rows, key=lambda row: row[3]):
-        print(f"{order:>8} {alpha:>6g} {beta:>6g} {value:>8.3f} {value - baseline:>+9.3f}")
+    heldout = f" {'heldout':>8}" if "heldout" in stores else ""
+    print(f"{'lm_order':>8} {'alpha':>6} {'beta':>6} {'dev lev':>8} {'vs no LM':>9}{heldout}")
+    for order, alpha, beta, value, *others in sorted(rows, key=lambda row: row[3]):
+        print(f"{order:>8} {alpha:>6g} {beta:>6g} {value:>8.3f} {value - baseline:>+9.3f}"
+              + "".join(f" {other:>8.3f}" for other in others))
 
 
 if __name__ == "__main__":

@@ -491,7 +491,8 @@ def readme_text(by_split, sizes: dict[str, int]) -> str:
                      f"{sizes[name + '/rows']} | `11785-{name}/` |")
     lines += [
         "",
-        f"Total on disk (all demo data): {sizes['total'] / 1e6:.2f} MB.",
+        f"Total on disk (all demo data): {sizes['total'] / 1e6:.2f} MB, with the held-out-accent evaluation set",
+        f"(`{HELDOUT}/`, see its README: speakers of accents no demo utterance uses, scored by every decode).",
         "",
         "* demo-hw1p2: `train-clean-100/` and `dev-clean/` hold `mfcc/<id>.npy` (T, 28) float32 and",
         "  `transcript/<id>.npy`, a 1-D str array of length T+2 (`[SOS]`, one phoneme per frame, `[EOS]`);",

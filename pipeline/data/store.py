@@ -24,6 +24,11 @@ from pipeline.errors import AsrpipeError
 from pipeline.files import atomic_write, save_npy_atomic, write_text_atomic
 
 
+# Beside the stores, the normalize stage writes the raw train features' kind and typical per-utterance std per
+# dimension under this name: {"kind": "mfcc" | "fbank", "std": [...]} (the frequency-warp augmentation reads it).
+FEATURE_STATS = "feature_stats.json"
+
+
 class StoreError(AsrpipeError, ValueError):
     """A store on disk that does not match its own description (one line, names the file)."""
 

@@ -233,8 +233,8 @@ def run(run: StageRun) -> dict:
     dev_seconds = time.perf_counter() - started
     test_beam = decode_all(beam, log_probs["test"], f"beam {run.params['beam']} test", device)
 
-    def distance(hypotheses: list[list[int]], references: list[str] = refs) -> float:
-        return levenshtein_mean(references, [to_text(h, char_map) for h in hypotheses])
+    def distance(hypotheses: list[list[int]], truth: list[str] = refs) -> float:
+        return levenshtein_mean(truth, [to_text(h, char_map) for h in hypotheses])
 
     metrics = {
         "dev_greedy": distance(dev_greedy),

@@ -5,7 +5,8 @@ markers, test order), which may differ from the profile where the formats doc ma
 
 method "cmvn": per-utterance cepstral mean/variance normalization (the starters' default);
 method "global": mean/std over all TRAIN frames, saved as `global_mvn.npz` (its sha256 in the metrics) and applied to
-every partition. Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py), and `heldout/` when
+every partition. `feature_stats.json`: the raw train features' kind and typical per-utterance std per dimension (the
+frequency-warp augmentation maps normalized features with it). Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py), and `heldout/` when
 the profile has a held-out evaluation set (the demos: speakers of accents no demo utterance uses), normalized like dev.
 """
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 
 from pipeline.data.kaggle_layout import DataError, Partition, encode, feature_length, find_data_root, list_partition, \
     read_features, read_test_order, read_transcript, symbol_index
-from pipeline.data.store import FeatureStore
+from pipeline.data.store import FEATURE_STATS, FeatureStore
 from pipeline.engine import Stage, StageRun
-from pipeline.files import sha256_file
+from pipeline.files import sha256_file, write_json_atomic
 from pipeline.progress import track
 from pipeline.tasks import FAMILIES
 from pipeline.tasks.profiles import Profile
@@ -107,10 +108,19 @@ def run(run: StageRun) -> dict:
         transform = lambda x: (x - mean) / (std + EPS)  # noqa: E731
     else:
         transform = cmvn
+    stds: list[np.ndarray] = []
+
+    def recording(x: np.ndarray) -> np.ndarray:  # the train utterances' raw std, read on the way
+        stds.append(x.std(axis=0))
+        return transform(x)
+
     for partition, store_name in zip(partitions, STORE_NAMES):
-        store = write_store(partition, run.out / store_name, profile, run.params, transform)
+        store = write_store(partition, run.out / store_name, profile, run.params,
+                            recording if store_name == "train" else transform)
         metrics[f"{store_name}_utterances"] = len(store)
         metrics[f"{store_name}_frames"] = int(store.offsets[-1])
+    write_json_atomic(run.out / FEATURE_STATS, {"kind": profile.feature_dir,
+                                                "std": np.mean(stds, axis=0).astype(float).round(6).tolist()})
     if run.profile.heldout is not None:
         store = write_heldout(run.profile.heldout, run.out / HELDOUT, profile, run.params, transform)
         metrics.update(heldout_utterances=len(store), heldout_frames=int(store.offsets[-1]))

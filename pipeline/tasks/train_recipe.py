@@ -57,6 +57,8 @@ class AugmentConfig(BaseModel):
 
     speed: list[float] = Field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]: one drawn per utterance; [] = off
     noise_std: float = Field(0.0, ge=0.0)              # additive Gaussian noise on the (normalized) features
+    freq_warp: float = Field(0.0, ge=0.0, le=0.3)      # r: the mel axis scaled by a factor from [1-r, 1+r] (VTLP)
+    mel_bands: int = Field(40, ge=1)                   # MFCC only: the mel bands the cepstra were computed from
 
     @model_validator(mode="after")
     def _check(self) -> "AugmentConfig":

@@ -18,7 +18,7 @@ from pipeline.decoding.metrics import levenshtein_mean
 from pipeline.tasks.ctc_recipe import ARCHS, CTCTrainConfig
 from pipeline.training.batching import UtteranceDataset, collate_padded, epoch_batches, quick_subset
 from pipeline.training.loop import Runtime, TrainTask, check_store
-from pipeline.training.augment import augment_batch
+from pipeline.training.augment import augment_batch, load_warps
 
 BLANK = 0
 
@@ -84,7 +84,7 @@ class CTCTask(TrainTask):
 
     def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
         x, y, x_lengths, y_lengths = batch
-        x, x_lengths = augment_batch(x, x_lengths, self.cfg.augment, self.cfg.specaugment, gen)
+        x, x_lengths = augment_batch(x, x_lengths, self.cfg.augment, self.cfg.specaugment, gen, self.warps)
         x, y, x_lengths, y_lengths = rt.to_device((x, y, x_lengths, y_lengths))
         log_probs, out_lengths = model(x, x_lengths)
         return ctc_loss(log_probs, out_lengths, y, y_lengths)
@@ -122,6 +122,8 @@ def make_task(params: dict, normalized: str, train_store: str | None = None, **_
         print(f"features are {train_store.dim}-d in the data (the profile declares {params['model']['input_dim']}): "
               f"the model takes {train_store.dim}", flush=True)
     model = params["model"]
-    return CTCTask(ARCHS[model.get("arch", "ctc_rnn")](**{**model, "input_dim": train_store.dim}),
+    task = CTCTask(ARCHS[model.get("arch", "ctc_rnn")](**{**model, "input_dim": train_store.dim}),
                    CTCTrainConfig(**params["train"]),
                    train_store, FeatureStore.open(Path(normalized) / "dev"))
+    task.warps = load_warps(task.cfg.augment, normalized)
+    return task

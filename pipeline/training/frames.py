@@ -18,7 +18,7 @@ from pipeline.data.store import FeatureStore, open_store
 from pipeline.tasks.frames_recipe import FrameDataConfig, FrameTrainConfig, MLPConfig
 from pipeline.training.batching import quick_subset
 from pipeline.training.loop import Runtime, TrainTask, check_store
-from pipeline.training.augment import add_noise
+from pipeline.training.augment import add_noise, freq_warp, load_warps
 from pipeline.training.specaugment import spec_augment
 
 
@@ -99,7 +99,9 @@ class FramesTask(TrainTask):
 
     def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
         x, y = to_tensors(*batch, rt.device)
-        x = mask_windows(x, 2 * self.model_cfg.context + 1, self.cfg.masking, gen)
+        window = 2 * self.model_cfg.context + 1
+        x = freq_warp(x.view(len(x), window, -1), self.warps, gen).reshape(len(x), -1)
+        x = mask_windows(x, window, self.cfg.masking, gen)
         x = add_noise(x[:, None, :], torch.ones(len(x), dtype=torch.long), self.cfg.augment.noise_std, gen)[:, 0]
         logits = model(x)
         self.correct += (logits.argmax(-1) == y).sum().item()
@@ -138,6 +140,8 @@ TASK = FramesTask  # what the family trains: its metric and direction (a sweep r
 
 def make_task(params: dict, normalized: str, train_store: str | None = None, **_) -> FramesTask:
     normalized = Path(normalized)
-    return FramesTask(MLPConfig(**params["model"]), FrameDataConfig(**params["data"]),
+    task = FramesTask(MLPConfig(**params["model"]), FrameDataConfig(**params["data"]),
                       FrameTrainConfig(**params["train"]), FeatureStore.open(train_store or normalized / "train"),
                       FeatureStore.open(normalized / "dev"))
+    task.warps = load_warps(task.cfg.augment, normalized)
+    return task

@@ -117,6 +117,7 @@ class TrainTask:
     direction: str = "min"       # "min" or "max": which way is better
     tag: str = "dev"             # its short name in checkpoint file names (epoch012-lev3.41.pt)
     find_unused_parameters = False   # DDP: some parameters may get no gradient in a step
+    warps = None                 # train.augment.freq_warp's maps (augment.load_warps), set by the family's make_task
 
     def __init__(self, model_cfg, cfg: TrainConfig):
         self.model_cfg, self.cfg = model_cfg, cfg

@@ -22,7 +22,7 @@ from pipeline.tasks.seq2seq_recipe import ARCHS, Seq2SeqTrainConfig
 from pipeline.training.attention_plots import plot_dev_attention
 from pipeline.training.batching import Seq2SeqCollate, UtteranceDataset, epoch_batches, oversized, quick_subset
 from pipeline.training.loop import Runtime, TrainingError, TrainTask, check_store
-from pipeline.training.augment import augment_batch
+from pipeline.training.augment import augment_batch, load_warps
 from pipeline.training.teacher_forcing import next_rate
 
 
@@ -131,7 +131,7 @@ class Seq2SeqTask(TrainTask):
 
     def loss(self, model, batch, rt: Runtime, gen: torch.Generator, epoch: int) -> torch.Tensor:
         x, x_lengths, y_in, y_out, y, y_lengths = batch
-        x, x_lengths = augment_batch(x, x_lengths, self.cfg.augment, self.cfg.specaugment, gen)
+        x, x_lengths = augment_batch(x, x_lengths, self.cfg.augment, self.cfg.specaugment, gen, self.warps)
         x, x_lengths, y_in, y_out, y, y_lengths = rt.to_device((x, x_lengths, y_in, y_out, y, y_lengths))
         out = model(x, x_lengths, y_in, teacher_forcing=self.tf_rate, generator=gen)
         loss, _ = seq2seq_loss(out, y_out, y, y_lengths, self.model_cfg, self.cfg)
@@ -190,6 +190,8 @@ def make_task(params: dict, normalized: str, symbols: list[str], train_store: st
               **_) -> Seq2SeqTask:
     normalized = Path(normalized)
     model_cfg = ARCHS[params["model"]["arch"]](**params["model"])
-    return Seq2SeqTask(model_cfg, Seq2SeqTrainConfig(**params["train"]),
+    task = Seq2SeqTask(model_cfg, Seq2SeqTrainConfig(**params["train"]),
                        FeatureStore.open(train_store or normalized / "train"),
                        FeatureStore.open(normalized / "dev"), symbols, params["metric"])
+    task.warps = load_warps(task.cfg.augment, normalized)
+    return task
