@@ -237,3 +237,30 @@ def test_freq_warp_needs_the_normalize_stage_statistics(tmp_path):
         load_warps(AugmentConfig(freq_warp=0.1), tmp_path)
     (tmp_path / "feature_stats.json").write_text('{"kind": "mfcc", "std": [3.0, 2.0, 1.0]}')
     assert load_warps(AugmentConfig(freq_warp=0.1), tmp_path).shape == (WARP_STEPS, 3, 3)
+
+
+def test_a_ctc_run_trains_with_every_augmentation_on(tmp_path):
+    """Speed changes the lengths the model and the CTC loss see; the loop must take them as they come."""
+    import json
+
+    from pipeline.models.ctc_rnn import CTCRNNConfig
+    from pipeline.tasks.ctc_recipe import CTCTrainConfig
+    from pipeline.training import loop
+    from pipeline.training.ctc import CTCTask
+    from pipeline.training.synthetic import make_synthetic_store
+
+    train = make_synthetic_store(tmp_path / "train", 12, seed=1)
+    dev = make_synthetic_store(tmp_path / "dev", 4, seed=2, partition="dev")
+    (tmp_path / "feature_stats.json").write_text(json.dumps({"kind": "mfcc", "std": [1.0] * train.dim}))
+    cfg = CTCTrainConfig(epochs=2, batch_size=4, eval_batch_size=8, seed=3,
+                         augment={"speed": [0.9, 1.1], "noise_std": 0.1, "freq_warp": 0.1},
+                         specaugment={"time_warp": 3, "time_mask_ratio": 0.1, "freq_mask": 2})
+    model = CTCRNNConfig(input_dim=train.dim, embed="conv", embed_channels=16, embed_layers=1, downsample=1,
+                         lstm_hidden=16, lstm_layers=1, head_hidden=32)
+    task = CTCTask(model, cfg, train, dev)
+    from pipeline.training.augment import load_warps
+
+    task.warps = load_warps(cfg.augment, tmp_path)
+    metrics = loop.train(task, tmp_path / "out", tracking="off", run_name="t", run_config={}, progress=False)
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert metrics["epochs"] == 2 and all(np.isfinite(row["train_loss"]) for row in history)
