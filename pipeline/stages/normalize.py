@@ -5,9 +5,10 @@ markers, test order), which may differ from the profile where the formats doc ma
 
 method "cmvn": per-utterance cepstral mean/variance normalization (the starters' default);
 method "global": mean/std over all TRAIN frames, saved as `global_mvn.npz` (its sha256 in the metrics) and applied to
-every partition. `feature_stats.json`: the raw train features' kind and typical per-utterance std per dimension (the
-frequency-warp augmentation maps normalized features with it). Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py), and `heldout/` when
-the profile has a held-out evaluation set (the demos: speakers of accents no demo utterance uses), normalized like dev.
+every partition. Outputs: `train/`, `dev/`, `test/` feature stores (see pipeline/data/store.py), and `heldout/` when
+the profile has a held-out evaluation set (the demos: speakers of accents no demo utterance uses), normalized like
+dev; `feature_stats.json`: the raw train features' kind and typical per-utterance std per dimension (the
+frequency-warp augmentation maps normalized features with it).
 """
 from __future__ import annotations
 
