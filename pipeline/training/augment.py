@@ -32,7 +32,7 @@ def load_warps(cfg: AugmentConfig, normalized: str | Path | None) -> torch.Tenso
     path = Path(normalized or "") / FEATURE_STATS
     if not path.exists():
         raise StoreError(f"{path}: missing; train.augment.freq_warp needs the raw feature statistics the "
-                                f"normalize stage records (rerun normalize)")
+                         f"normalize stage records (rerun normalize)")
     stats = json.loads(path.read_text())
     return warp_matrices(stats["kind"], np.asarray(stats["std"], dtype=np.float64), cfg.freq_warp, cfg.mel_bands)
 
