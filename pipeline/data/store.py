@@ -27,6 +27,7 @@ from pipeline.files import atomic_write, save_npy_atomic, write_text_atomic
 # Beside the stores, the normalize stage writes the raw train features' kind and typical per-utterance std per
 # dimension under this name: {"kind": "mfcc" | "fbank", "std": [...]} (the frequency-warp augmentation reads it).
 FEATURE_STATS = "feature_stats.json"
+HELDOUT = "heldout"  # the store of a held-out evaluation set (unseen speakers), beside train/dev/test
 
 
 class StoreError(AsrpipeError, ValueError):
@@ -167,7 +168,7 @@ def merge_stores(stores: Sequence[FeatureStore], path: Path) -> FeatureStore:
 def decode_stores(normalized: Path) -> dict[str, FeatureStore]:
     """The partitions a decode stage reads: dev, test, and heldout when the normalize run wrote one (an evaluation
     set of unseen speakers, reported next to dev)."""
-    names = ("dev", "test", "heldout") if (Path(normalized) / "heldout").is_dir() else ("dev", "test")
+    names = ("dev", "test", HELDOUT) if (Path(normalized) / HELDOUT).is_dir() else ("dev", "test")
     return {name: FeatureStore.open(Path(normalized) / name) for name in names}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.data.kaggle_layout import DataError, Partition, encode, feature_length, find_data_root, list_partition, \
     read_features, read_test_order, read_transcript, symbol_index
-from pipeline.data.store import FEATURE_STATS, FeatureStore
+from pipeline.data.store import FEATURE_STATS, HELDOUT, FeatureStore
 from pipeline.engine import Stage, StageRun
 from pipeline.files import sha256_file, write_json_atomic
 from pipeline.progress import track
@@ -30,7 +30,6 @@ from pipeline.tasks.profiles import Profile
 
 EPS = 1e-8
 STORE_NAMES = ("train", "dev", "test")
-HELDOUT = "heldout"
 
 
 def params(profile: Profile, recipe: dict) -> dict:
