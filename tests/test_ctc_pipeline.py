@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, load_recipe
-from pipeline.stages.select import average_state_dicts
+from pipeline.engine import EngineError
+from pipeline.stages.select import average_state_dicts, choose
 from tests.test_pipeline_contract import finished_fixture, variant
 
 
@@ -38,6 +39,30 @@ def test_integer_buffers_average_by_floor_division():
     out = average_state_dicts([{"n": torch.tensor(3), "w": torch.tensor([1.0])},
                                {"n": torch.tensor(4), "w": torch.tensor([2.0])}])
     assert out["n"].item() == 3 and out["n"].dtype == torch.int64 and out["w"].item() == 1.5
+
+
+def _index(tmp_path, epochs: int, keep_top_k: int = 3, keep_last: int = 3):
+    entries = [{"file": f"epoch{e:03d}.pt", "epoch": e, "dev_lev": 10.0 - e} for e in range(1, epochs + 1)]
+    (tmp_path / "index.json").write_text(json.dumps({
+        "metric": "dev_lev", "direction": "min", "keep_top_k": keep_top_k, "keep_last": keep_last,
+        "checkpoints": sorted(entries, key=lambda e: e["dev_lev"])[:keep_top_k], "recent": entries[-keep_last:] if keep_last else []}))
+    return tmp_path
+
+
+def test_averaging_takes_every_checkpoint_of_a_run_shorter_than_n(tmp_path):
+    assert [e["epoch"] for e in choose(_index(tmp_path, 5), "average-best", 3)] == [5, 4, 3]
+    assert [e["epoch"] for e in choose(_index(tmp_path, 5), "average-last", 3)] == [3, 4, 5]
+    assert [e["epoch"] for e in choose(_index(tmp_path, 2), "average-best", 3)] == [2, 1]   # a 2-epoch run
+    assert [e["epoch"] for e in choose(_index(tmp_path, 1), "average-last", 3)] == [1]
+
+
+def test_averaging_more_checkpoints_than_the_run_keeps_is_refused(tmp_path):
+    with pytest.raises(EngineError, match="2 top-k checkpoints kept, average-best needs 3 "
+                                         r"\(raise train.keep_top_k and retrain, or lower select.n\)"):
+        choose(_index(tmp_path, 5, keep_top_k=2), "average-best", 3)
+    with pytest.raises(EngineError, match="0 recent checkpoints kept, average-last needs 3 "
+                                         r"\(raise train.keep_last"):
+        choose(_index(tmp_path, 5, keep_last=0), "average-last", 3)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -124,7 +124,7 @@ def test_cli_device_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path, n
 
 
 TINY = ("model.embed_channels=8", "model.lstm_hidden=8", "model.lstm_layers=1", "model.head_hidden=16",
-        "train.epochs=1", "train.keep_top_k=1", "decode.beam=3")
+        "train.epochs=1", "train.keep_top_k=1", "select.method=best", "decode.beam=3")
 
 
 def test_decode_on_cpu_equals_the_default_and_cuda_without_cuda_fails_cleanly(tmp_path, monkeypatch):

@@ -58,3 +58,23 @@ def test_int_label_competitions_get_int_labels(tmp_path):
     _, rows = read_rows(pipeline.plan["csv"].dir / "submission.csv")
     predicted = np.load(pipeline.plan["decode"].dir / "test_frames.npy")
     assert [r[1] for r in rows] == [str(c) for c in predicted]
+
+
+def test_tta_warps_and_smoothing_decode_the_averaged_smoothed_posteriors(finished):
+    from pipeline.data.store import decode_stores
+    from pipeline.stages.decode_frames import posteriors, smooth_posteriors, tta_warps
+
+    _, _, pipeline = finished
+    _, tta = variant(finished, "train.augment.freq_warp=0.05", "decode.tta_warp=0.05", "decode.smooth=3",
+                     stop="decode")
+    decode = tta.plan["decode"]
+    assert decode.dir.name.startswith("argmax-tta0.05-smooth3-") and decode.key != pipeline.plan["decode"].key
+    normalized = tta.plan["normalize"].dir
+    warps = tta_warps(normalized, 0.05, 40)
+    assert warps[0] is None and len(warps) == 3 and not np.allclose(warps[1], warps[2])
+    stores = {name: store for name, store in decode_stores(normalized).items() if name == "test"}
+    model = tta.plan["select"].dir / "model.pt"
+    each = [posteriors(model, stores, 4096, "cpu", warp)["test"] for warp in warps]
+    expected = smooth_posteriors(sum(each) / 3, stores["test"].offsets, 3).argmax(axis=1)
+    np.testing.assert_array_equal(np.load(decode.dir / "test_frames.npy"), expected)
+    assert not np.array_equal(each[0].argmax(axis=1), expected)   # the maps and the smoothing change some frames

@@ -120,7 +120,7 @@ finished = finished_fixture("demo-hw3p2")
 def test_decode_stage_fuses_the_lm_named_in_its_folder(finished):
     _, _, pipeline = finished
     decode = pipeline.plan["decode"]
-    assert decode.params["lm_order"] == 4 and decode.dir.name.startswith("beam4-asrpipe-lm4a1b1-")
+    assert decode.params["lm_order"] == 4 and decode.dir.name.startswith("beam4-asrpipe-lm4a1b3-")
     _, plain = variant(finished, "decode.lm_order=0", start="decode", stop="decode")
     assert plain.plan["decode"].dir.name.startswith("beam4-asrpipe-") and "lm" not in plain.plan["decode"].dir.name
     assert "lm_order" not in plain.plan["decode"].params  # no LM: the key is what it was before LMs existed

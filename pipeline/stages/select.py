@@ -34,16 +34,20 @@ def average_state_dicts(state_dicts: list[dict]):
 
 
 def choose(checkpoints: Path, method: str, n: int) -> list[dict]:
+    """The checkpoints `method` averages: the n best (or last), or every one there is when the run evaluated fewer
+    than n epochs (a short or --quick run keeps them all); a run set to keep fewer than n is refused."""
     index = json.loads((checkpoints / "index.json").read_text())
     if method == "average-last":
         entries = sorted(index.get("recent", []), key=lambda e: e["epoch"])[-n:]
-        pool = "recent"
+        pool, kept, setting = "recent", index.get("keep_last", n), "train.keep_last"
     else:
         entries = index["checkpoints"][:n]
-        pool = "top-k"
-    if len(entries) < n:
+        pool, kept, setting = "top-k", index.get("keep_top_k", n), "train.keep_top_k"
+    if len(entries) < n and kept < n:
         raise EngineError(f"{checkpoints / 'index.json'}: {len(entries)} {pool} checkpoints kept, {method} needs {n} "
-                          f"(raise train.keep_top_k / train.keep_last and retrain, or lower select.n)")
+                          f"(raise {setting} and retrain, or lower select.n)")
+    if not entries:
+        raise EngineError(f"{checkpoints / 'index.json'}: no checkpoint kept (the run evaluated no epoch)")
     return entries
 
 
@@ -67,7 +71,9 @@ def run(run: StageRun) -> dict:
     model, entries = selected_model(run.inputs["train"].dir, run.params["method"], run.params["n"])
     torch_save_atomic(model, run.out / "model.pt")
     write_json_atomic(run.out / "sources.json", entries)
-    run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}")
+    short = (f" ({len(entries)} of {run.params['n']}: the run evaluated only {len(entries)} epoch(s))"
+             if len(entries) < run.params["n"] else "")
+    run.log(f"{run.params['method']}: {', '.join(e['file'] for e in entries)}{short}")
     metric = json.loads((checkpoints / "index.json").read_text()).get("metric", "dev_lev")
     return {"checkpoints": len(entries), "epochs": [e["epoch"] for e in entries],
             f"{metric}_of_sources": [e.get(metric) for e in entries]}

@@ -194,6 +194,14 @@ class FrameDecodeConfig(BaseModel):
     ensemble: int = Field(1, ge=1)       # 1: the selected model.pt; N: average the softmax of the N best checkpoints
     ensemble_runs: list[RunRef] = []        # other train runs (keys from `asrpipe runs`) whose posteriors are averaged in
     batch_size: int = Field(8192, ge=1)
+    tta_warp: float = Field(0.0, ge=0.0, le=0.3)  # r > 0: also classify at mel axis × (1-r), × (1+r); average
+    smooth: int = Field(1, ge=1)            # moving average of the posteriors over this many frames of an utterance
+
+    @model_validator(mode="after")
+    def _odd_smoothing(self) -> "FrameDecodeConfig":
+        if self.smooth % 2 == 0:
+            raise ValueError(f"smooth must be odd (a window centred on each frame), got {self.smooth}")
+        return self
 
 
 SECTIONS = {"data": FrameDataConfig, "model": MLPConfig, "train": FrameTrainConfig, "decode": FrameDecodeConfig}
