@@ -71,8 +71,9 @@ def _own_members(run: StageRun) -> list[Path]:
     return [index_path.parent / e["file"] for e in entries]
 
 
-def tta_warps(normalized: Path, ratio: float, mel_bands: int) -> list[np.ndarray | None]:
-    """decode.tta_warp's feature maps: None (the features as they are), then the mel axis scaled by 1-r and 1+r."""
+def tta_warps(normalized: Path, ratio: float, mel_bands: int | None) -> list[np.ndarray | None]:
+    """decode.tta_warp's feature maps: None (the features as they are), then the mel axis scaled by 1-r and 1+r
+    (`mel_bands`, the decode params' copy of train.augment.mel_bands, is set whenever r is)."""
     from pipeline.data.store import FEATURE_STATS, StoreError
     from pipeline.tasks.train_recipe import AugmentConfig
     from pipeline.training.augment import load_warps
@@ -174,7 +175,7 @@ def run(run: StageRun) -> dict:
     stores = decode_stores(normalized)
     members = ensemble_members(run)
     dev_truth = np.asarray(stores["dev"].labels_array)
-    warps = tta_warps(normalized, run.params.get("tta_warp", 0.0), run.params.get("mel_bands", 40))
+    warps = tta_warps(normalized, run.params.get("tta_warp", 0.0), run.params.get("mel_bands"))
     probs, members_acc = averaged_posteriors(members, stores, run.params["batch_size"], device, dev_truth, warps)
     probs = {name: smooth_posteriors(p, stores[name].offsets, run.params.get("smooth", 1)) for name, p in probs.items()}
     symbols = list(run.profile.symbols)
